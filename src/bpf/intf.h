@@ -1,0 +1,71 @@
+/* SPDX-License-Identifier: GPL-2.0 */
+/*
+ * Types and constants shared between the BPF scheduler and the Rust side
+ * (through bindgen). Keep this header free of kernel-only types.
+ */
+#ifndef __AGENTCG_INTF_H
+#define __AGENTCG_INTF_H
+
+#ifndef __KERNEL__
+typedef unsigned long long u64;
+typedef unsigned int u32;
+typedef int s32;
+typedef unsigned char u8;
+#endif
+
+enum agentcg_consts {
+	/* fixed-point 1.0 for hierarchical weights */
+	AGENTCG_HWEIGHT_ONE	= 1 << 16,
+	/* cpu.weight a cgroup's own tasks compete with when it also has children */
+	AGENTCG_SELF_WEIGHT	= 100,
+	AGENTCG_MAX_CPUS	= 512,
+	/* how many tree nodes one dispatch may look at before giving up */
+	AGENTCG_PICK_RETRIES	= 16,
+};
+
+/* DSQ ids: cgroup DSQs use the cgroup id (the directory's inode number) */
+#define AGENTCG_FALLBACK_DSQ	(1ULL << 60)
+#define AGENTCG_PINNED_DSQ_BASE	(1ULL << 61)
+
+enum agentcg_stat_idx {
+	STAT_ACTIVATE,		/* a cgroup became runnable */
+	STAT_DEACTIVATE,	/* a cgroup became quiescent */
+	STAT_IDLE_LOCAL,	/* select_cpu found an idle CPU: direct local insert */
+	STAT_KTHREAD_LOCAL,	/* per-CPU kthread inserted locally */
+	STAT_PINNED_ENQ,	/* restricted-affinity task put on a per-CPU pinned DSQ */
+	STAT_CGRP_DISPATCH,	/* task moved from a cgroup DSQ (picked from the tree) */
+	STAT_CGRP_STICKY,	/* task moved from the CPU's current cgroup (slice left) */
+	STAT_PINNED_DISPATCH,	/* task moved from the CPU's pinned DSQ */
+	STAT_FALLBACK_DISPATCH,	/* task moved from the fallback DSQ */
+	STAT_HWT_UPDATE,	/* hierarchical weight recomputed */
+	STAT_HWT_CACHED,	/* cached hierarchical weight reused */
+	STAT_PICK_EMPTY,	/* tree node popped for a cgroup with an empty DSQ */
+	STAT_HERD_DEFER,	/* node requeued: an ancestor is ahead of its share */
+	STAT_WAKE_PREEMPT,	/* a waking task preempted a CPU serving a later cgroup */
+	AGENTCG_NR_STATS,
+};
+
+/*
+ * Per-cgroup scheduling context (BPF cgroup storage). Userspace reads it by
+ * cgroup fd for the per-cgroup stats, so it must stay plain data.
+ */
+struct cgrp_ctx {
+	u64 cgid;
+	u32 weight;		/* cpu.weight */
+	u32 level;
+	u32 nr_runnable;	/* runnable tasks directly in this cgroup */
+	u32 nr_active;		/* (own tasks runnable) + active children */
+	u64 child_weight_sum;	/* active children's weights (+ self weight) */
+	u64 hweight;		/* hierarchical weight of the group (fixed point) */
+	u64 hweight_own;	/* share of this cgroup's own tasks (fixed point) */
+	u64 hweight_gen;
+	u64 cvtime;		/* vtime of the cgroup's own tasks */
+	u64 gvtime;		/* vtime of the whole subtree (herd control) */
+	u64 reserved;		/* vtime reserved by CPUs serving this cgroup */
+	u64 tvtime_now;		/* task vtime frontier inside the cgroup */
+	u64 queued;		/* the cgroup's node is in the tree */
+	u64 usage_ns;		/* CPU time of this cgroup's own tasks */
+	u64 nr_dispatches;	/* tasks dispatched from this cgroup's DSQ */
+};
+
+#endif /* __AGENTCG_INTF_H */

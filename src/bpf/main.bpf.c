@@ -1,0 +1,813 @@
+/* SPDX-License-Identifier: GPL-2.0 */
+/*
+ * scx_agentcg: flattened hierarchical cgroup scheduling for agent sessions.
+ *
+ * Design
+ * ------
+ * Every cgroup has its own DSQ. Instead of scheduling level by level, the
+ * hierarchy is flattened: each cgroup with runnable tasks gets a
+ * hierarchical weight (hweight), the product of its weight share at every
+ * level, counting only active siblings. For R{A(100){B(100),C(100)},D(200)}
+ * with B, C and D busy, B and C get 1/3*1/2 = 1/6 each and D gets 2/3.
+ * hweights are cached per cgroup and recomputed only when an active weight
+ * sum changes (a global generation counter expires the cache).
+ *
+ * Picking: cgroups with queued tasks sit in one rbtree ordered by a cgroup
+ * vtime (cvtime). Running a cgroup's tasks for t ns advances its cvtime by
+ * t / hweight, so the tree always offers the cgroup furthest behind its
+ * share. A CPU that picked a cgroup keeps serving it for one cgroup slice
+ * (cheap: no tree operation per task), and the pick reserves that slice in
+ * the cgroup's key so other CPUs prefer other cgroups meanwhile. Inside a
+ * cgroup, tasks are ordered by their own weighted vtime.
+ *
+ * Charging is exact: every task's runtime (sum_exec_runtime delta between
+ * running and stopping) is charged to its cgroup, whichever path dispatched
+ * it (tree, idle fast path, pinned DSQ).
+ *
+ * Herd control: flattening alone lets many children of a low-weight parent
+ * that wake together each claim a fresh wake-up credit, so together they
+ * exceed the parent's share. Here every non-root ancestor also keeps a
+ * group vtime (gvtime), charged with its whole subtree's usage at the
+ * ancestor's hweight, and a cgroup's tree key is never below any ancestor's
+ * gvtime. A subtree that ran ahead of its share therefore waits, however
+ * many of its children wake. Wake-up credit is bounded to one cgroup slice
+ * of vtime at every level.
+ *
+ * Restricted affinity: per-CPU kthreads go straight to their CPU's local
+ * DSQ. Other tasks that cannot run everywhere go to a per-CPU "pinned" DSQ
+ * of a CPU they may use; each CPU alternates between its pinned DSQ and the
+ * tree, so neither side can starve the other. Nothing is left in a DSQ
+ * without a CPU that will look at it.
+ */
+#include <scx/common.bpf.h>
+#include "intf.h"
+
+char _license[] SEC("license") = "GPL";
+
+const volatile u32 nr_cpus = 1;		/* possible CPUs, set by userspace */
+const volatile u64 slice_ns = 3000000;	/* task slice */
+const volatile u64 cgrp_slice_ns = 3000000; /* how long a CPU sticks to a cgroup */
+const volatile bool wake_preempt = true;
+
+u64 cvtime_now;		/* charged vtime of the last cgroup picked */
+u64 hweight_gen = 1;	/* bumped when any active weight sum changes */
+u64 nr_active_cgroups;	/* cgroups with runnable tasks of their own */
+
+UEI_DEFINE(uei);
+
+#define PINNED_DSQ(cpu)		(AGENTCG_PINNED_DSQ_BASE | (u64)(cpu))
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__type(key, u32);
+	__type(value, u64);
+	__uint(max_entries, AGENTCG_NR_STATS);
+} stats SEC(".maps");
+
+static __always_inline void stat_inc(u32 idx)
+{
+	u64 *cnt = bpf_map_lookup_elem(&stats, &idx);
+
+	if (cnt)
+		(*cnt)++;
+}
+
+struct cpu_ctx {
+	u64 cur_cgid;		/* cgroup this CPU is serving, 0 if none */
+	u64 cur_until;		/* end of the current cgroup slice */
+	u64 cur_reserved;	/* vtime this CPU reserved in cur_cgid */
+	u64 cur_key;		/* tree key cur_cgid had when picked */
+	bool pinned_last;	/* last dispatch came from the pinned DSQ */
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__type(key, u32);
+	__type(value, struct cpu_ctx);
+	__uint(max_entries, 1);
+} cpu_ctxs SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_CGRP_STORAGE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, int);
+	__type(value, struct cgrp_ctx);
+} cgrp_ctxs SEC(".maps");
+
+struct task_ctx {
+	u64 run_start;		/* sum_exec_runtime when the task started running */
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_TASK_STORAGE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, int);
+	__type(value, struct task_ctx);
+} task_ctxs SEC(".maps");
+
+/* A cgroup's place in the pick tree. */
+struct cgrp_node {
+	struct bpf_rb_node rb;
+	u64 key;
+	u64 cgid;
+};
+
+private(TREE) struct bpf_spin_lock tree_lock;
+private(TREE) struct bpf_rb_root tree __contains(cgrp_node, rb);
+
+/* Each cgroup owns one node; it lives here while not in the tree. */
+struct node_stash {
+	struct cgrp_node __kptr *node;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 65536);
+	__type(key, u64);
+	__type(value, struct node_stash);
+} node_stashes SEC(".maps");
+
+static __always_inline bool vtime_before(u64 a, u64 b)
+{
+	return (s64)(a - b) < 0;
+}
+
+static __always_inline u64 vtime_max(u64 a, u64 b)
+{
+	return vtime_before(a, b) ? b : a;
+}
+
+static bool node_less(struct bpf_rb_node *a, const struct bpf_rb_node *b)
+{
+	struct cgrp_node *na = container_of(a, struct cgrp_node, rb);
+	struct cgrp_node *nb = container_of(b, struct cgrp_node, rb);
+
+	return vtime_before(na->key, nb->key);
+}
+
+static struct cpu_ctx *this_cpu_ctx(void)
+{
+	u32 zero = 0;
+
+	return bpf_map_lookup_elem(&cpu_ctxs, &zero);
+}
+
+static struct cgrp_ctx *cgrp_ctx_of(struct cgroup *cgrp)
+{
+	return bpf_cgrp_storage_get(&cgrp_ctxs, cgrp, 0, 0);
+}
+
+static struct cgrp_ctx *ancestor_ctx(struct cgroup *cgrp, u32 level)
+{
+	struct cgroup *anc;
+	struct cgrp_ctx *c;
+
+	anc = bpf_cgroup_ancestor(cgrp, level);
+	if (!anc)
+		return NULL;
+	c = cgrp_ctx_of(anc);
+	bpf_cgroup_release(anc);
+	return c;
+}
+
+/* vtime of @ns of CPU time at hierarchical weight @hw */
+static __always_inline u64 scale_by_hweight(u64 ns, u64 hw)
+{
+	return ns * AGENTCG_HWEIGHT_ONE / (hw ?: 1);
+}
+
+/*
+ * Recompute the hweights along @cgrp's path if any active weight sum
+ * changed since they were last computed. Racy against concurrent weight
+ * changes by design: an error is corrected at the next generation bump.
+ */
+static void refresh_hweight(struct cgroup *cgrp, struct cgrp_ctx *cgc)
+{
+	u64 gen = hweight_gen, hw = AGENTCG_HWEIGHT_ONE, own_sum;
+	struct cgrp_ctx *c, *parent = NULL;
+	u32 level;
+
+	if (cgc->hweight_gen == gen) {
+		stat_inc(STAT_HWT_CACHED);
+		return;
+	}
+	stat_inc(STAT_HWT_UPDATE);
+
+	bpf_for(level, 0, cgrp->level + 1) {
+		c = ancestor_ctx(cgrp, level);
+		if (!c)
+			return;
+		if (parent) {
+			u64 sum = parent->child_weight_sum;
+
+			/* an inactive cgroup is priced as if it were active */
+			if (!c->nr_active)
+				sum += c->weight;
+			hw = hw * c->weight / (sum ?: 1);
+		}
+		c->hweight = hw ?: 1;
+		c->hweight_gen = gen;
+		parent = c;
+	}
+
+	/* own tasks compete with the active children as one more child */
+	own_sum = cgc->child_weight_sum;
+	if (!cgc->nr_runnable)
+		own_sum += AGENTCG_SELF_WEIGHT;
+	cgc->hweight_own = (cgc->hweight * AGENTCG_SELF_WEIGHT / (own_sum ?: 1)) ?: 1;
+}
+
+/*
+ * Track activity. A cgroup's own runnable tasks count as one pseudo-child
+ * of weight AGENTCG_SELF_WEIGHT; a cgroup is active while it has any active
+ * (pseudo-)child. Becoming active adds the cgroup's weight to its parent's
+ * active weight sum, and so on upwards until an already-active ancestor.
+ */
+static void update_activity(struct cgroup *cgrp, bool runnable)
+{
+	struct cgrp_ctx *cgc, *c;
+	u64 w;
+	u32 i;
+
+	cgc = cgrp_ctx_of(cgrp);
+	if (!cgc)
+		return;
+
+	if (runnable) {
+		if (__sync_fetch_and_add(&cgc->nr_runnable, 1))
+			return;
+		stat_inc(STAT_ACTIVATE);
+		__sync_fetch_and_add(&nr_active_cgroups, 1);
+	} else {
+		if (__sync_sub_and_fetch(&cgc->nr_runnable, 1))
+			return;
+		stat_inc(STAT_DEACTIVATE);
+		__sync_fetch_and_sub(&nr_active_cgroups, 1);
+	}
+
+	/* the weight the current level gains or loses: self first, then the child's */
+	w = AGENTCG_SELF_WEIGHT;
+	bpf_for(i, 0, cgrp->level + 1) {
+		u32 level = cgrp->level - i;
+		u64 floor = cvtime_now - cgrp_slice_ns;
+		bool propagate;
+
+		c = i ? ancestor_ctx(cgrp, level) : cgc;
+		if (!c)
+			break;
+
+		bpf_spin_lock(&tree_lock);
+		if (runnable) {
+			c->child_weight_sum += w;
+			propagate = !c->nr_active++;
+			/* bounded wake-up credit for the subtree */
+			if (propagate && vtime_before(c->gvtime, floor))
+				c->gvtime = floor;
+		} else {
+			c->child_weight_sum -= c->child_weight_sum < w ? c->child_weight_sum : w;
+			propagate = c->nr_active && !--c->nr_active;
+		}
+		w = c->weight;
+		bpf_spin_unlock(&tree_lock);
+
+		if (!propagate)
+			break;
+	}
+
+	__sync_fetch_and_add(&hweight_gen, 1);
+}
+
+/*
+ * Largest group vtime among @cgrp's non-root strict ancestors, each first
+ * clamped to at most one cgroup slice of credit.
+ */
+static u64 herd_floor(struct cgroup *cgrp)
+{
+	u64 floor = 0, lim = cvtime_now - cgrp_slice_ns;
+	struct cgrp_ctx *c;
+	u32 level;
+	bool any = false;
+
+	bpf_for(level, 1, cgrp->level) {
+		c = ancestor_ctx(cgrp, level);
+		if (!c)
+			break;
+		if (vtime_before(c->gvtime, lim))
+			c->gvtime = lim;
+		floor = any ? vtime_max(floor, c->gvtime) : c->gvtime;
+		any = true;
+	}
+	return any ? floor : lim;
+}
+
+/* The key a cgroup should have in the tree now. */
+static u64 cgrp_key(struct cgroup *cgrp, struct cgrp_ctx *cgc)
+{
+	u64 lim = cvtime_now - cgrp_slice_ns;
+
+	if (vtime_before(cgc->cvtime, lim))
+		cgc->cvtime = lim;
+	return vtime_max(cgc->cvtime + cgc->reserved, herd_floor(cgrp));
+}
+
+/* Charge @ns of CPU time used by a task of @cgrp. */
+static void charge(struct cgroup *cgrp, struct cgrp_ctx *cgc, u64 ns)
+{
+	struct cgrp_ctx *c;
+	u32 level;
+
+	refresh_hweight(cgrp, cgc);
+	__sync_fetch_and_add(&cgc->cvtime, scale_by_hweight(ns, cgc->hweight_own));
+	__sync_fetch_and_add(&cgc->usage_ns, ns);
+
+	bpf_for(level, 1, cgrp->level + 1) {
+		c = ancestor_ctx(cgrp, level);
+		if (!c)
+			break;
+		__sync_fetch_and_add(&c->gvtime, scale_by_hweight(ns, c->hweight));
+	}
+}
+
+static void stash_node(u64 cgid, struct cgrp_node *node)
+{
+	struct node_stash *st = bpf_map_lookup_elem(&node_stashes, &cgid);
+
+	if (st)
+		node = bpf_kptr_xchg(&st->node, node);
+	if (node)
+		bpf_obj_drop(node);
+}
+
+/* Make sure @cgrp, which has queued tasks, is in the tree. */
+static void cgrp_enqueued(struct cgroup *cgrp, struct cgrp_ctx *cgc)
+{
+	struct node_stash *st;
+	struct cgrp_node *node;
+	u64 cgid = cgc->cgid;
+
+	if (__sync_val_compare_and_swap(&cgc->queued, 0, 1))
+		return;
+
+	st = bpf_map_lookup_elem(&node_stashes, &cgid);
+	if (!st) {
+		scx_bpf_error("no tree node for cgroup %llu", cgid);
+		return;
+	}
+	node = bpf_kptr_xchg(&st->node, NULL);
+	if (!node)
+		/* the picker holds it and will requeue after seeing our task */
+		return;
+
+	node->key = cgrp_key(cgrp, cgc);
+	bpf_spin_lock(&tree_lock);
+	bpf_rbtree_add(&tree, &node->rb, node_less);
+	bpf_spin_unlock(&tree_lock);
+}
+
+/* Stop serving the CPU's current cgroup and return its reservation. */
+static void release_cur(struct cpu_ctx *cpuc)
+{
+	struct cgroup *cgrp;
+	struct cgrp_ctx *cgc;
+
+	if (!cpuc->cur_cgid)
+		return;
+	cgrp = bpf_cgroup_from_id(cpuc->cur_cgid);
+	if (cgrp) {
+		cgc = cgrp_ctx_of(cgrp);
+		if (cgc)
+			__sync_fetch_and_sub(&cgc->reserved, cpuc->cur_reserved);
+		bpf_cgroup_release(cgrp);
+	}
+	cpuc->cur_cgid = 0;
+	cpuc->cur_reserved = 0;
+}
+
+/*
+ * Pop the cgroup furthest behind its share and move one of its tasks to
+ * this CPU. Returns true if a task was moved.
+ */
+static bool pick_from_tree(struct cpu_ctx *cpuc, u64 now)
+{
+	struct bpf_rb_node *rb;
+	struct cgrp_node *node;
+	struct cgroup *cgrp;
+	struct cgrp_ctx *cgc;
+	u64 cgid, key, eff;
+	u32 i;
+
+	bpf_for(i, 0, AGENTCG_PICK_RETRIES) {
+		bpf_spin_lock(&tree_lock);
+		rb = bpf_rbtree_first(&tree);
+		if (!rb) {
+			bpf_spin_unlock(&tree_lock);
+			return false;
+		}
+		rb = bpf_rbtree_remove(&tree, rb);
+		bpf_spin_unlock(&tree_lock);
+		if (!rb)
+			return false;
+		node = container_of(rb, struct cgrp_node, rb);
+		cgid = node->cgid;
+		key = node->key;
+
+		cgrp = bpf_cgroup_from_id(cgid);
+		if (!cgrp) {
+			/* the cgroup is gone; its node goes with it */
+			bpf_obj_drop(node);
+			continue;
+		}
+		cgc = cgrp_ctx_of(cgrp);
+		if (!cgc) {
+			bpf_obj_drop(node);
+			bpf_cgroup_release(cgrp);
+			continue;
+		}
+
+		/* an ancestor may have run ahead since the node was queued */
+		eff = cgrp_key(cgrp, cgc);
+		if (vtime_before(key + cgrp_slice_ns, eff) &&
+		    i < AGENTCG_PICK_RETRIES - 1) {
+			stat_inc(STAT_HERD_DEFER);
+			node->key = eff;
+			bpf_spin_lock(&tree_lock);
+			bpf_rbtree_add(&tree, &node->rb, node_less);
+			bpf_spin_unlock(&tree_lock);
+			bpf_cgroup_release(cgrp);
+			continue;
+		}
+
+		/*
+		 * The front cgroup's charged vtime (without reservations) is
+		 * the progress every wake-up credit is measured against.
+		 */
+		if (vtime_before(cvtime_now, cgc->cvtime))
+			cvtime_now = cgc->cvtime;
+
+		if (!scx_bpf_dsq_move_to_local(cgid, 0)) {
+			stat_inc(STAT_PICK_EMPTY);
+			stash_node(cgid, node);
+			cgc->queued = 0;
+			/* a task may have arrived while we held the node */
+			if (scx_bpf_dsq_nr_queued(cgid))
+				cgrp_enqueued(cgrp, cgc);
+			bpf_cgroup_release(cgrp);
+			continue;
+		}
+
+		stat_inc(STAT_CGRP_DISPATCH);
+		__sync_fetch_and_add(&cgc->nr_dispatches, 1);
+		refresh_hweight(cgrp, cgc);
+		cpuc->cur_cgid = cgid;
+		cpuc->cur_until = now + cgrp_slice_ns;
+		cpuc->cur_reserved = scale_by_hweight(cgrp_slice_ns, cgc->hweight_own);
+		cpuc->cur_key = key;
+		__sync_fetch_and_add(&cgc->reserved, cpuc->cur_reserved);
+
+		if (scx_bpf_dsq_nr_queued(cgid)) {
+			node->key = cgrp_key(cgrp, cgc);
+			bpf_spin_lock(&tree_lock);
+			bpf_rbtree_add(&tree, &node->rb, node_less);
+			bpf_spin_unlock(&tree_lock);
+		} else {
+			stash_node(cgid, node);
+			cgc->queued = 0;
+			if (scx_bpf_dsq_nr_queued(cgid))
+				cgrp_enqueued(cgrp, cgc);
+		}
+		bpf_cgroup_release(cgrp);
+		return true;
+	}
+	return false;
+}
+
+static bool is_pcpu_kthread(const struct task_struct *p)
+{
+	return (p->flags & PF_KTHREAD) && p->nr_cpus_allowed == 1;
+}
+
+s32 BPF_STRUCT_OPS(agentcg_select_cpu, struct task_struct *p, s32 prev_cpu,
+		   u64 wake_flags)
+{
+	bool is_idle = false;
+	s32 cpu;
+
+	cpu = scx_bpf_select_cpu_dfl(p, prev_cpu, wake_flags, &is_idle);
+	if (is_idle) {
+		/* charged to the cgroup in stopping() like any other run */
+		stat_inc(STAT_IDLE_LOCAL);
+		scx_bpf_dsq_insert(p, SCX_DSQ_LOCAL, slice_ns, 0);
+	}
+	return cpu;
+}
+
+/*
+ * A task of a cgroup that just got to the front of the tree woke up and no
+ * CPU was idle: preempt a CPU that serves a cgroup with a later key, so the
+ * waking cgroup does not wait for a whole slice.
+ */
+static void wake_preempt_cpu(struct task_struct *p, u64 key)
+{
+	s32 cpu, start = scx_bpf_task_cpu(p), victim = -1;
+	u64 worst = key;
+	u32 i;
+
+	bpf_for(i, 0, nr_cpus < 8 ? nr_cpus : 8) {
+		struct cpu_ctx *cpuc;
+
+		cpu = (start + i) % nr_cpus;
+		if (!bpf_cpumask_test_cpu(cpu, p->cpus_ptr))
+			continue;
+		cpuc = bpf_map_lookup_percpu_elem(&cpu_ctxs, &(u32){0}, cpu);
+		if (!cpuc || !cpuc->cur_cgid)
+			continue;
+		if (vtime_before(worst + cgrp_slice_ns, cpuc->cur_key)) {
+			worst = cpuc->cur_key;
+			victim = cpu;
+		}
+	}
+	if (victim >= 0) {
+		stat_inc(STAT_WAKE_PREEMPT);
+		scx_bpf_kick_cpu(victim, SCX_KICK_PREEMPT);
+	}
+}
+
+void BPF_STRUCT_OPS(agentcg_enqueue, struct task_struct *p, u64 enq_flags)
+{
+	struct cgroup *cgrp;
+	struct cgrp_ctx *cgc;
+	u64 tvtime;
+	bool was_queued;
+
+	if (is_pcpu_kthread(p)) {
+		stat_inc(STAT_KTHREAD_LOCAL);
+		scx_bpf_dsq_insert(p, SCX_DSQ_LOCAL, slice_ns, enq_flags);
+		return;
+	}
+
+	if (p->nr_cpus_allowed < nr_cpus) {
+		s32 cpu = scx_bpf_task_cpu(p);
+
+		if (!bpf_cpumask_test_cpu(cpu, p->cpus_ptr))
+			cpu = bpf_cpumask_any_distribute(p->cpus_ptr);
+		if (cpu < 0 || cpu >= nr_cpus) {
+			scx_bpf_dsq_insert(p, AGENTCG_FALLBACK_DSQ, slice_ns, enq_flags);
+			return;
+		}
+		stat_inc(STAT_PINNED_ENQ);
+		scx_bpf_dsq_insert(p, PINNED_DSQ(cpu), slice_ns, enq_flags);
+		scx_bpf_kick_cpu(cpu, SCX_KICK_IDLE);
+		return;
+	}
+
+	cgrp = scx_bpf_task_cgroup(p);
+	if (!cgrp) {
+		scx_bpf_dsq_insert(p, AGENTCG_FALLBACK_DSQ, slice_ns, enq_flags);
+		return;
+	}
+	cgc = cgrp_ctx_of(cgrp);
+	if (!cgc) {
+		scx_bpf_dsq_insert(p, AGENTCG_FALLBACK_DSQ, slice_ns, enq_flags);
+		goto out;
+	}
+
+	/* a task that slept keeps at most one slice of credit in its cgroup */
+	tvtime = p->scx.dsq_vtime;
+	if (vtime_before(tvtime, cgc->tvtime_now - slice_ns))
+		tvtime = cgc->tvtime_now - slice_ns;
+	scx_bpf_dsq_insert_vtime(p, cgc->cgid, slice_ns, tvtime, enq_flags);
+
+	was_queued = cgc->queued;
+	cgrp_enqueued(cgrp, cgc);
+	if (wake_preempt && !was_queued && (enq_flags & SCX_ENQ_WAKEUP))
+		wake_preempt_cpu(p, cgrp_key(cgrp, cgc));
+out:
+	bpf_cgroup_release(cgrp);
+}
+
+void BPF_STRUCT_OPS(agentcg_dispatch, s32 cpu, struct task_struct *prev)
+{
+	struct cpu_ctx *cpuc = this_cpu_ctx();
+	u64 now = bpf_ktime_get_ns();
+
+	if (!cpuc)
+		return;
+
+	/* pinned tasks and the tree take turns on this CPU */
+	if (!cpuc->pinned_last && scx_bpf_dsq_move_to_local(PINNED_DSQ(cpu), 0)) {
+		cpuc->pinned_last = true;
+		stat_inc(STAT_PINNED_DISPATCH);
+		return;
+	}
+	cpuc->pinned_last = false;
+
+	if (cpuc->cur_cgid) {
+		if (vtime_before(now, cpuc->cur_until) &&
+		    scx_bpf_dsq_move_to_local(cpuc->cur_cgid, 0)) {
+			stat_inc(STAT_CGRP_STICKY);
+			return;
+		}
+		release_cur(cpuc);
+	}
+
+	if (pick_from_tree(cpuc, now))
+		return;
+
+	if (scx_bpf_dsq_move_to_local(PINNED_DSQ(cpu), 0)) {
+		cpuc->pinned_last = true;
+		stat_inc(STAT_PINNED_DISPATCH);
+		return;
+	}
+	if (scx_bpf_dsq_move_to_local(AGENTCG_FALLBACK_DSQ, 0))
+		stat_inc(STAT_FALLBACK_DISPATCH);
+}
+
+void BPF_STRUCT_OPS(agentcg_runnable, struct task_struct *p, u64 enq_flags)
+{
+	struct cgroup *cgrp = scx_bpf_task_cgroup(p);
+
+	if (cgrp) {
+		update_activity(cgrp, true);
+		bpf_cgroup_release(cgrp);
+	}
+}
+
+void BPF_STRUCT_OPS(agentcg_quiescent, struct task_struct *p, u64 deq_flags)
+{
+	struct cgroup *cgrp = scx_bpf_task_cgroup(p);
+
+	if (cgrp) {
+		update_activity(cgrp, false);
+		bpf_cgroup_release(cgrp);
+	}
+}
+
+void BPF_STRUCT_OPS(agentcg_running, struct task_struct *p)
+{
+	struct task_ctx *tctx;
+	struct cgroup *cgrp;
+	struct cgrp_ctx *cgc;
+
+	tctx = bpf_task_storage_get(&task_ctxs, p, 0, 0);
+	if (tctx)
+		tctx->run_start = p->se.sum_exec_runtime;
+
+	cgrp = scx_bpf_task_cgroup(p);
+	if (!cgrp)
+		return;
+	cgc = cgrp_ctx_of(cgrp);
+	/* racy max across CPUs; a small error only shifts one task's credit */
+	if (cgc && vtime_before(cgc->tvtime_now, p->scx.dsq_vtime))
+		cgc->tvtime_now = p->scx.dsq_vtime;
+	bpf_cgroup_release(cgrp);
+}
+
+void BPF_STRUCT_OPS(agentcg_stopping, struct task_struct *p, bool runnable)
+{
+	struct task_ctx *tctx;
+	struct cgroup *cgrp;
+	struct cgrp_ctx *cgc;
+	u64 used;
+
+	tctx = bpf_task_storage_get(&task_ctxs, p, 0, 0);
+	if (!tctx)
+		return;
+	used = p->se.sum_exec_runtime - tctx->run_start;
+	tctx->run_start = p->se.sum_exec_runtime;
+
+	/* task vtime inside the cgroup, weighted by the task's own weight */
+	p->scx.dsq_vtime += used * 100 / (p->scx.weight ?: 1);
+
+	cgrp = scx_bpf_task_cgroup(p);
+	if (!cgrp)
+		return;
+	cgc = cgrp_ctx_of(cgrp);
+	if (cgc)
+		charge(cgrp, cgc, used);
+	bpf_cgroup_release(cgrp);
+}
+
+s32 BPF_STRUCT_OPS(agentcg_init_task, struct task_struct *p,
+		   struct scx_init_task_args *args)
+{
+	if (!bpf_task_storage_get(&task_ctxs, p, 0,
+				  BPF_LOCAL_STORAGE_GET_F_CREATE))
+		return -ENOMEM;
+	return 0;
+}
+
+s32 BPF_STRUCT_OPS_SLEEPABLE(agentcg_cgroup_init, struct cgroup *cgrp,
+			     struct scx_cgroup_init_args *args)
+{
+	struct node_stash empty = {}, *st;
+	struct cgrp_node *node;
+	struct cgrp_ctx *cgc;
+	u64 cgid = cgrp->kn->id;
+	s32 ret;
+
+	cgc = bpf_cgrp_storage_get(&cgrp_ctxs, cgrp, 0,
+				   BPF_LOCAL_STORAGE_GET_F_CREATE);
+	if (!cgc)
+		return -ENOMEM;
+	cgc->cgid = cgid;
+	cgc->weight = args->weight ?: 100;
+	cgc->level = cgrp->level;
+	cgc->cvtime = cvtime_now;
+	cgc->gvtime = cvtime_now;
+	cgc->hweight = AGENTCG_HWEIGHT_ONE;
+	cgc->hweight_own = AGENTCG_HWEIGHT_ONE;
+
+	ret = scx_bpf_create_dsq(cgid, -1);
+	if (ret) {
+		scx_bpf_error("creating DSQ for cgroup %llu failed (%d)", cgid, ret);
+		return ret;
+	}
+
+	ret = bpf_map_update_elem(&node_stashes, &cgid, &empty, BPF_NOEXIST);
+	if (ret) {
+		scx_bpf_destroy_dsq(cgid);
+		return ret;
+	}
+	node = bpf_obj_new(struct cgrp_node);
+	if (!node) {
+		bpf_map_delete_elem(&node_stashes, &cgid);
+		scx_bpf_destroy_dsq(cgid);
+		return -ENOMEM;
+	}
+	node->cgid = cgid;
+	st = bpf_map_lookup_elem(&node_stashes, &cgid);
+	if (!st) {
+		bpf_obj_drop(node);
+		scx_bpf_destroy_dsq(cgid);
+		return -ENOENT;
+	}
+	node = bpf_kptr_xchg(&st->node, node);
+	if (node)
+		bpf_obj_drop(node);
+	return 0;
+}
+
+void BPF_STRUCT_OPS(agentcg_cgroup_exit, struct cgroup *cgrp)
+{
+	u64 cgid = cgrp->kn->id;
+
+	/* a node still in the tree is dropped when it is next popped */
+	bpf_map_delete_elem(&node_stashes, &cgid);
+	scx_bpf_destroy_dsq(cgid);
+}
+
+void BPF_STRUCT_OPS(agentcg_cgroup_set_weight, struct cgroup *cgrp, u32 weight)
+{
+	struct cgrp_ctx *cgc, *parent = NULL;
+
+	cgc = cgrp_ctx_of(cgrp);
+	if (!cgc)
+		return;
+	if (cgrp->level)
+		parent = ancestor_ctx(cgrp, cgrp->level - 1);
+
+	bpf_spin_lock(&tree_lock);
+	if (parent && cgc->nr_active) {
+		parent->child_weight_sum += weight;
+		parent->child_weight_sum -= cgc->weight;
+	}
+	cgc->weight = weight ?: 1;
+	bpf_spin_unlock(&tree_lock);
+	__sync_fetch_and_add(&hweight_gen, 1);
+}
+
+s32 BPF_STRUCT_OPS_SLEEPABLE(agentcg_init)
+{
+	s32 ret, cpu;
+
+	ret = scx_bpf_create_dsq(AGENTCG_FALLBACK_DSQ, -1);
+	if (ret)
+		return ret;
+	bpf_for(cpu, 0, nr_cpus) {
+		ret = scx_bpf_create_dsq(PINNED_DSQ(cpu), -1);
+		if (ret)
+			return ret;
+	}
+	return 0;
+}
+
+void BPF_STRUCT_OPS(agentcg_exit, struct scx_exit_info *ei)
+{
+	UEI_RECORD(uei, ei);
+}
+
+SCX_OPS_DEFINE(agentcg_ops,
+	       .select_cpu		= (void *)agentcg_select_cpu,
+	       .enqueue			= (void *)agentcg_enqueue,
+	       .dispatch		= (void *)agentcg_dispatch,
+	       .runnable		= (void *)agentcg_runnable,
+	       .running			= (void *)agentcg_running,
+	       .stopping		= (void *)agentcg_stopping,
+	       .quiescent		= (void *)agentcg_quiescent,
+	       .init_task		= (void *)agentcg_init_task,
+	       .cgroup_init		= (void *)agentcg_cgroup_init,
+	       .cgroup_exit		= (void *)agentcg_cgroup_exit,
+	       .cgroup_set_weight	= (void *)agentcg_cgroup_set_weight,
+	       .init			= (void *)agentcg_init,
+	       .exit			= (void *)agentcg_exit,
+	       .name			= "agentcg");

@@ -1,0 +1,266 @@
+// SPDX-License-Identifier: GPL-2.0-only
+//! scx_stats output: scheduler-wide counters and the busiest cgroups.
+//!
+//! The scheduler thread answers each request with a cumulative [`Snapshot`];
+//! every stats client keeps its own previous snapshot, so counters are
+//! reported as deltas over that client's interval.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Result;
+use scx_stats::prelude::*;
+use scx_stats_derive::stat_doc;
+use scx_stats_derive::Stats;
+use serde::{Deserialize, Serialize};
+
+use crate::cgroups::{busiest, CgroupSample};
+
+/// How many cgroups the `cgroups` table lists.
+pub const TOP_CGROUPS: usize = 10;
+
+#[stat_doc]
+#[derive(Clone, Debug, Default, Serialize, Deserialize, Stats)]
+#[stat(_om_prefix = "c_", _om_label = "cgroup")]
+pub struct CgroupMetrics {
+    #[stat(desc = "CPU used over the interval, percent of one CPU")]
+    pub cpu_pct: f64,
+    #[stat(desc = "cpu.weight")]
+    pub weight: u32,
+    #[stat(desc = "Hierarchical weight of the cgroup's own tasks, percent of the machine")]
+    pub hweight_pct: f64,
+    #[stat(desc = "Runnable tasks now")]
+    pub nr_runnable: u32,
+    #[stat(desc = "Tasks dispatched from the cgroup's queue over the interval")]
+    pub dispatches: u64,
+}
+
+#[stat_doc]
+#[derive(Clone, Debug, Default, Serialize, Deserialize, Stats)]
+#[stat(top)]
+pub struct Metrics {
+    #[stat(desc = "Possible CPUs")]
+    pub nr_cpus: u64,
+    #[stat(desc = "Cgroups with runnable tasks of their own")]
+    pub nr_runnable_cgroups: u64,
+    #[stat(desc = "Cgroups active (own or descendant tasks runnable)")]
+    pub nr_active_cgroups: u64,
+    #[stat(desc = "Cgroups the scheduler tracks")]
+    pub nr_cgroups: u64,
+    #[stat(desc = "Dispatches: task picked from a cgroup queue via the tree")]
+    pub dsp_tree: u64,
+    #[stat(desc = "Dispatches: task from the CPU's current cgroup (slice left)")]
+    pub dsp_sticky: u64,
+    #[stat(desc = "Dispatches: idle CPU found at wakeup, inserted locally")]
+    pub dsp_idle_local: u64,
+    #[stat(desc = "Dispatches: per-CPU kthread inserted locally")]
+    pub dsp_kthread: u64,
+    #[stat(desc = "Dispatches: restricted-affinity task from a pinned queue")]
+    pub dsp_pinned: u64,
+    #[stat(desc = "Dispatches: fallback queue")]
+    pub dsp_fallback: u64,
+    #[stat(desc = "Cgroup activations (became runnable)")]
+    pub activations: u64,
+    #[stat(desc = "Hierarchical weight recomputations")]
+    pub hweight_updates: u64,
+    #[stat(desc = "Hierarchical weight cache hits")]
+    pub hweight_cached: u64,
+    #[stat(desc = "Tree picks deferred because an ancestor was ahead of its share")]
+    pub herd_defers: u64,
+    #[stat(desc = "Tree picks of cgroups whose queue was already empty")]
+    pub pick_empty: u64,
+    #[stat(desc = "Wakeups that preempted a CPU serving a later cgroup")]
+    pub wake_preempts: u64,
+    #[stat(desc = "Busiest cgroups over the interval")]
+    pub cgroups: BTreeMap<String, CgroupMetrics>,
+}
+
+/// Cumulative state the scheduler hands to stats clients.
+#[derive(Clone, Debug, Default)]
+pub struct Snapshot {
+    pub at_ns: u64,
+    pub nr_cpus: u64,
+    pub nr_runnable_cgroups: u64,
+    pub nr_active_cgroups: u64,
+    pub counters: Vec<u64>,
+    pub cgroups: BTreeMap<String, CgroupSample>,
+    pub hweight_one: u64,
+}
+
+impl Snapshot {
+    fn counter(&self, idx: u32) -> u64 {
+        self.counters.get(idx as usize).copied().unwrap_or(0)
+    }
+}
+
+/// Turn two snapshots into the metrics of the interval between them.
+pub fn metrics_between(prev: &Snapshot, cur: &Snapshot) -> Metrics {
+    use crate::bpf_intf::*;
+    let d = |idx: u32| cur.counter(idx).saturating_sub(prev.counter(idx));
+    let rows = busiest(
+        &prev.cgroups,
+        &cur.cgroups,
+        cur.at_ns.saturating_sub(prev.at_ns),
+        TOP_CGROUPS,
+        cur.hweight_one,
+    );
+    Metrics {
+        nr_cpus: cur.nr_cpus,
+        nr_runnable_cgroups: cur.nr_runnable_cgroups,
+        nr_active_cgroups: cur.nr_active_cgroups,
+        nr_cgroups: cur.cgroups.len() as u64,
+        dsp_tree: d(agentcg_stat_idx_STAT_CGRP_DISPATCH),
+        dsp_sticky: d(agentcg_stat_idx_STAT_CGRP_STICKY),
+        dsp_idle_local: d(agentcg_stat_idx_STAT_IDLE_LOCAL),
+        dsp_kthread: d(agentcg_stat_idx_STAT_KTHREAD_LOCAL),
+        dsp_pinned: d(agentcg_stat_idx_STAT_PINNED_DISPATCH),
+        dsp_fallback: d(agentcg_stat_idx_STAT_FALLBACK_DISPATCH),
+        activations: d(agentcg_stat_idx_STAT_ACTIVATE),
+        hweight_updates: d(agentcg_stat_idx_STAT_HWT_UPDATE),
+        hweight_cached: d(agentcg_stat_idx_STAT_HWT_CACHED),
+        herd_defers: d(agentcg_stat_idx_STAT_HERD_DEFER),
+        pick_empty: d(agentcg_stat_idx_STAT_PICK_EMPTY),
+        wake_preempts: d(agentcg_stat_idx_STAT_WAKE_PREEMPT),
+        cgroups: rows
+            .into_iter()
+            .map(|r| {
+                (
+                    r.name,
+                    CgroupMetrics {
+                        cpu_pct: r.cpu_pct,
+                        weight: r.weight,
+                        hweight_pct: r.hweight_pct,
+                        nr_runnable: r.nr_runnable,
+                        dispatches: r.dispatches,
+                    },
+                )
+            })
+            .collect(),
+    }
+}
+
+impl Metrics {
+    pub fn format<W: Write>(&self, w: &mut W) -> Result<()> {
+        writeln!(
+            w,
+            "[{}] cgroups run/act/all {}/{}/{} | dsp tree {} sticky {} idle {} kthr {} pinned {} fallback {} | hwt upd/hit {}/{} | herd {} empty {} preempt {}",
+            crate::SCHEDULER_NAME,
+            self.nr_runnable_cgroups,
+            self.nr_active_cgroups,
+            self.nr_cgroups,
+            self.dsp_tree,
+            self.dsp_sticky,
+            self.dsp_idle_local,
+            self.dsp_kthread,
+            self.dsp_pinned,
+            self.dsp_fallback,
+            self.hweight_updates,
+            self.hweight_cached,
+            self.herd_defers,
+            self.pick_empty,
+            self.wake_preempts,
+        )?;
+        if self.cgroups.is_empty() {
+            return Ok(());
+        }
+        writeln!(
+            w,
+            "  {:<40} {:>7} {:>6} {:>8} {:>4} {:>9}",
+            "cgroup", "cpu%", "weight", "hweight%", "run", "dispatch"
+        )?;
+        let mut rows: Vec<_> = self.cgroups.iter().collect();
+        rows.sort_by(|a, b| b.1.cpu_pct.partial_cmp(&a.1.cpu_pct).unwrap_or(std::cmp::Ordering::Equal));
+        for (name, c) in rows {
+            writeln!(
+                w,
+                "  {:<40} {:>7.1} {:>6} {:>8.1} {:>4} {:>9}",
+                name, c.cpu_pct, c.weight, c.hweight_pct, c.nr_runnable, c.dispatches
+            )?;
+        }
+        Ok(())
+    }
+}
+
+pub fn server_data() -> StatsServerData<(), Snapshot> {
+    let open: Box<dyn StatsOpener<(), Snapshot>> = Box::new(move |(req_ch, res_ch)| {
+        req_ch.send(())?;
+        let mut prev = res_ch.recv()?;
+        let read: Box<dyn StatsReader<(), Snapshot>> = Box::new(move |_args, (req_ch, res_ch)| {
+            req_ch.send(())?;
+            let cur = res_ch.recv()?;
+            let metrics = metrics_between(&prev, &cur);
+            prev = cur;
+            metrics.to_json()
+        });
+        Ok(read)
+    });
+
+    StatsServerData::new()
+        .add_meta(Metrics::meta())
+        .add_meta(CgroupMetrics::meta())
+        .add_ops("top", StatsOps { open, close: None })
+}
+
+pub fn monitor(intv: Duration, shutdown: Arc<AtomicBool>) -> Result<()> {
+    scx_utils::monitor_stats::<Metrics>(
+        &[],
+        intv,
+        || shutdown.load(Ordering::Relaxed),
+        |metrics| metrics.format(&mut std::io::stdout()),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bpf_intf::*;
+
+    fn snap(at_ns: u64, tree: u64, usage: u64) -> Snapshot {
+        let mut counters = vec![0; agentcg_stat_idx_AGENTCG_NR_STATS as usize];
+        counters[agentcg_stat_idx_STAT_CGRP_DISPATCH as usize] = tree;
+        Snapshot {
+            at_ns,
+            nr_cpus: 4,
+            counters,
+            cgroups: BTreeMap::from([(
+                "a".to_string(),
+                CgroupSample { usage_ns: usage, weight: 100, hweight: 1 << 15, ..Default::default() },
+            )]),
+            hweight_one: 1 << 16,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn metrics_are_interval_deltas() {
+        let m = metrics_between(&snap(0, 10, 0), &snap(1_000_000_000, 25, 500_000_000));
+        assert_eq!(m.dsp_tree, 15);
+        assert_eq!(m.nr_cgroups, 1);
+        let a = &m.cgroups["a"];
+        assert!((a.cpu_pct - 50.0).abs() < 1e-9);
+        assert!((a.hweight_pct - 50.0).abs() < 1e-9);
+    }
+
+    #[test]
+    fn format_prints_header_and_rows() {
+        let m = metrics_between(&snap(0, 0, 0), &snap(1_000_000_000, 3, 250_000_000));
+        let mut out = Vec::new();
+        m.format(&mut out).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        assert!(text.starts_with("[scx_agentcg] cgroups run/act/all"));
+        assert!(text.contains("dsp tree 3 "));
+        assert!(text.lines().any(|l| l.trim_start().starts_with("a ") && l.contains("25.0")));
+    }
+
+    #[test]
+    fn metrics_round_trip_through_json() {
+        let m = metrics_between(&snap(0, 0, 0), &snap(1_000_000_000, 7, 1));
+        let v = m.to_json().unwrap();
+        let back: Metrics = serde_json::from_value(v).unwrap();
+        assert_eq!(back.dsp_tree, 7);
+        assert!(back.cgroups.contains_key("a"));
+    }
+}
