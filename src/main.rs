@@ -60,6 +60,11 @@ pub struct Opts {
     #[clap(long)]
     pub no_wake_preempt: bool,
 
+    /// Turn off herd control (ancestors' group vtime holding back children
+    /// of a parent that ran ahead of its share). For comparisons only.
+    #[clap(long)]
+    pub no_herd_control: bool,
+
     /// Exit debug dump buffer length. 0 indicates default.
     #[clap(long, default_value = "0")]
     pub exit_dump_len: u32,
@@ -161,14 +166,16 @@ impl<'a> Scheduler<'a> {
         rodata.slice_ns = opts.slice_us * 1000;
         rodata.cgrp_slice_ns = opts.cgroup_slice_ns();
         rodata.wake_preempt = !opts.no_wake_preempt;
+        rodata.herd_control = !opts.no_herd_control;
 
         let mut skel = scx_ops_load!(skel, agentcg_ops, uei)?;
         let struct_ops = Some(scx_ops_attach!(skel, agentcg_ops)?);
         info!(
-            "attached: slice {} us, cgroup slice {} us, wake preemption {}",
+            "attached: slice {} us, cgroup slice {} us, wake preemption {}, herd control {}",
             opts.slice_us,
             opts.cgroup_slice_ns() / 1000,
-            if opts.no_wake_preempt { "off" } else { "on" }
+            if opts.no_wake_preempt { "off" } else { "on" },
+            if opts.no_herd_control { "off" } else { "on" }
         );
 
         let stats_server = StatsServer::new(stats::server_data())

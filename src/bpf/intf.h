@@ -21,6 +21,8 @@ enum agentcg_consts {
 	AGENTCG_MAX_CPUS	= 512,
 	/* how many tree nodes one dispatch may look at before giving up */
 	AGENTCG_PICK_RETRIES	= 16,
+	/* how far (in cgroup slices of vtime) a cgroup may lag its ancestors */
+	AGENTCG_HERD_SLACK	= 2,
 };
 
 /* DSQ ids: cgroup DSQs use the cgroup id (the directory's inode number) */

@@ -48,6 +48,7 @@ const volatile u32 nr_cpus = 1;		/* possible CPUs, set by userspace */
 const volatile u64 slice_ns = 3000000;	/* task slice */
 const volatile u64 cgrp_slice_ns = 3000000; /* how long a CPU sticks to a cgroup */
 const volatile bool wake_preempt = true;
+const volatile bool herd_control = true;	/* off only for comparisons */
 
 u64 cvtime_now;		/* charged vtime of the last cgroup picked */
 u64 hweight_gen = 1;	/* bumped when any active weight sum changes */
@@ -238,6 +239,9 @@ static void update_activity(struct cgroup *cgrp, bool runnable)
 			return;
 		stat_inc(STAT_ACTIVATE);
 		__sync_fetch_and_add(&nr_active_cgroups, 1);
+		/* a waking cgroup keeps at most one cgroup slice of credit */
+		if (vtime_before(cgc->cvtime, cvtime_now - cgrp_slice_ns))
+			cgc->cvtime = cvtime_now - cgrp_slice_ns;
 	} else {
 		if (__sync_sub_and_fetch(&cgc->nr_runnable, 1))
 			return;
@@ -278,36 +282,44 @@ static void update_activity(struct cgroup *cgrp, bool runnable)
 }
 
 /*
- * Largest group vtime among @cgrp's non-root strict ancestors, each first
- * clamped to at most one cgroup slice of credit.
+ * Herd control: the lowest cvtime @cgrp may have, given its non-root strict
+ * ancestors' group vtimes. Children legitimately sit a little behind their
+ * parent's gvtime (activation offsets), so only a lag beyond
+ * AGENTCG_HERD_SLACK cgroup slices counts. Returns false if @cgrp has no
+ * such ancestor.
  */
-static u64 herd_floor(struct cgroup *cgrp)
+static bool herd_floor(struct cgroup *cgrp, u64 *floorp)
 {
-	u64 floor = 0, lim = cvtime_now - cgrp_slice_ns;
+	u64 floor = 0;
 	struct cgrp_ctx *c;
-	u32 level;
 	bool any = false;
+	u32 level;
 
 	bpf_for(level, 1, cgrp->level) {
 		c = ancestor_ctx(cgrp, level);
 		if (!c)
 			break;
-		if (vtime_before(c->gvtime, lim))
-			c->gvtime = lim;
 		floor = any ? vtime_max(floor, c->gvtime) : c->gvtime;
 		any = true;
 	}
-	return any ? floor : lim;
+	*floorp = floor - AGENTCG_HERD_SLACK * cgrp_slice_ns;
+	return any;
 }
 
-/* The key a cgroup should have in the tree now. */
+/*
+ * The key a cgroup should have in the tree now: its charged vtime plus what
+ * CPUs serving it have reserved. A cgroup whose ancestors ran ahead of their
+ * share is moved up to the herd floor (it loses the credit its siblings
+ * already spent).
+ */
 static u64 cgrp_key(struct cgroup *cgrp, struct cgrp_ctx *cgc)
 {
-	u64 lim = cvtime_now - cgrp_slice_ns;
+	u64 floor;
 
-	if (vtime_before(cgc->cvtime, lim))
-		cgc->cvtime = lim;
-	return vtime_max(cgc->cvtime + cgc->reserved, herd_floor(cgrp));
+	if (herd_control && herd_floor(cgrp, &floor) &&
+	    vtime_before(cgc->cvtime, floor))
+		cgc->cvtime = floor;
+	return cgc->cvtime + cgc->reserved;
 }
 
 /* Charge @ns of CPU time used by a task of @cgrp. */
@@ -521,12 +533,18 @@ static void wake_preempt_cpu(struct task_struct *p, u64 key)
 		cpuc = bpf_map_lookup_percpu_elem(&cpu_ctxs, &(u32){0}, cpu);
 		if (!cpuc || !cpuc->cur_cgid)
 			continue;
-		if (vtime_before(worst + cgrp_slice_ns, cpuc->cur_key)) {
+		if (vtime_before(worst, cpuc->cur_key)) {
 			worst = cpuc->cur_key;
 			victim = cpu;
 		}
 	}
 	if (victim >= 0) {
+		struct cpu_ctx *vc;
+
+		/* end the victim's cgroup slice so its dispatch picks again */
+		vc = bpf_map_lookup_percpu_elem(&cpu_ctxs, &(u32){0}, victim);
+		if (vc)
+			vc->cur_until = 0;
 		stat_inc(STAT_WAKE_PREEMPT);
 		scx_bpf_kick_cpu(victim, SCX_KICK_PREEMPT);
 	}
