@@ -25,6 +25,7 @@ use libbpf_rs::{MapCore, MapFlags, OpenObject};
 use log::{debug, info, warn};
 use scx_stats::prelude::*;
 use scx_utils::build_id;
+use scx_utils::compat;
 use scx_utils::libbpf_clap_opts::LibbpfOpts;
 use scx_utils::{scx_ops_attach, scx_ops_load, scx_ops_open, uei_exited, uei_report};
 use scx_utils::UserExitInfo;
@@ -160,6 +161,10 @@ impl<'a> Scheduler<'a> {
         let mut skel = scx_ops_open!(skel_builder, open_object, agentcg_ops, open_opts)?;
 
         skel.struct_ops.agentcg_ops_mut().exit_dump_len = opts.exit_dump_len;
+        // The last runnable task of a CPU goes through enqueue/dispatch too,
+        // so it is charged and its slice is ours to set. Never
+        // SCX_OPS_HAS_CGROUP_WEIGHT: 7.x kernels reject it.
+        skel.struct_ops.agentcg_ops_mut().flags = *compat::SCX_OPS_ENQ_LAST;
 
         let rodata = skel.maps.rodata_data.as_mut().unwrap();
         rodata.nr_cpus = nr_cpus as u32;
@@ -208,9 +213,9 @@ impl<'a> Scheduler<'a> {
     }
 
     /// Read the BPF context of every cgroup in the tree.
-    fn read_cgroups(&self) -> (BTreeMap<String, CgroupSample>, u64) {
+    fn read_cgroups(&self) -> (BTreeMap<String, CgroupSample>, u64, u64) {
         let mut out = BTreeMap::new();
-        let mut active = 0;
+        let (mut active, mut runnable) = (0, 0);
         let root = std::path::Path::new(CGROUP2_ROOT);
         for dir in cgroups::walk(root, MAX_CGROUPS_SCANNED) {
             let Ok(f) = std::fs::File::open(&dir.path) else {
@@ -229,6 +234,9 @@ impl<'a> Scheduler<'a> {
             if c.nr_active > 0 {
                 active += 1;
             }
+            if c.nr_runnable > 0 {
+                runnable += 1;
+            }
             out.insert(
                 dir.rel,
                 CgroupSample {
@@ -240,16 +248,15 @@ impl<'a> Scheduler<'a> {
                 },
             );
         }
-        (out, active)
+        (out, active, runnable)
     }
 
     fn snapshot(&self) -> Snapshot {
-        let bss = self.skel.maps.bss_data.as_ref().unwrap();
-        let (cgroups, nr_active) = self.read_cgroups();
+        let (cgroups, nr_active, nr_runnable) = self.read_cgroups();
         Snapshot {
             at_ns: self.started.elapsed().as_nanos() as u64,
             nr_cpus: self.skel.maps.rodata_data.as_ref().unwrap().nr_cpus as u64,
-            nr_runnable_cgroups: bss.nr_active_cgroups,
+            nr_runnable_cgroups: nr_runnable,
             nr_active_cgroups: nr_active,
             counters: self.read_counters(),
             cgroups,

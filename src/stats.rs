@@ -58,6 +58,8 @@ pub struct Metrics {
     pub dsp_idle_local: u64,
     #[stat(desc = "Dispatches: per-CPU kthread inserted locally")]
     pub dsp_kthread: u64,
+    #[stat(desc = "Dispatches: a CPU's only runnable task kept running")]
+    pub dsp_last: u64,
     #[stat(desc = "Dispatches: restricted-affinity task from a pinned queue")]
     pub dsp_pinned: u64,
     #[stat(desc = "Dispatches: fallback queue")]
@@ -68,10 +70,12 @@ pub struct Metrics {
     pub hweight_updates: u64,
     #[stat(desc = "Hierarchical weight cache hits")]
     pub hweight_cached: u64,
-    #[stat(desc = "Tree picks deferred because an ancestor was ahead of its share")]
-    pub herd_defers: u64,
+    #[stat(desc = "Tree picks requeued because the cgroup's key had moved (usage, herd floor)")]
+    pub requeues: u64,
     #[stat(desc = "Tree picks of cgroups whose queue was already empty")]
     pub pick_empty: u64,
+    #[stat(desc = "Dispatches that ran out of tree retries and tried again")]
+    pub pick_giveups: u64,
     #[stat(desc = "Wakeups that preempted a CPU serving a later cgroup")]
     pub wake_preempts: u64,
     #[stat(desc = "Busiest cgroups over the interval")]
@@ -116,13 +120,15 @@ pub fn metrics_between(prev: &Snapshot, cur: &Snapshot) -> Metrics {
         dsp_sticky: d(agentcg_stat_idx_STAT_CGRP_STICKY),
         dsp_idle_local: d(agentcg_stat_idx_STAT_IDLE_LOCAL),
         dsp_kthread: d(agentcg_stat_idx_STAT_KTHREAD_LOCAL),
+        dsp_last: d(agentcg_stat_idx_STAT_LAST_LOCAL),
         dsp_pinned: d(agentcg_stat_idx_STAT_PINNED_DISPATCH),
         dsp_fallback: d(agentcg_stat_idx_STAT_FALLBACK_DISPATCH),
         activations: d(agentcg_stat_idx_STAT_ACTIVATE),
         hweight_updates: d(agentcg_stat_idx_STAT_HWT_UPDATE),
         hweight_cached: d(agentcg_stat_idx_STAT_HWT_CACHED),
-        herd_defers: d(agentcg_stat_idx_STAT_HERD_DEFER),
+        requeues: d(agentcg_stat_idx_STAT_REQUEUE),
         pick_empty: d(agentcg_stat_idx_STAT_PICK_EMPTY),
+        pick_giveups: d(agentcg_stat_idx_STAT_PICK_GIVEUP),
         wake_preempts: d(agentcg_stat_idx_STAT_WAKE_PREEMPT),
         cgroups: rows
             .into_iter()
@@ -146,7 +152,7 @@ impl Metrics {
     pub fn format<W: Write>(&self, w: &mut W) -> Result<()> {
         writeln!(
             w,
-            "[{}] cgroups run/act/all {}/{}/{} | dsp tree {} sticky {} idle {} kthr {} pinned {} fallback {} | hwt upd/hit {}/{} | herd {} empty {} preempt {}",
+            "[{}] cgroups run/act/all {}/{}/{} | dsp tree {} sticky {} idle {} last {} kthr {} pinned {} fallback {} | hwt upd/hit {}/{} | requeue {} empty {} giveup {} preempt {}",
             crate::SCHEDULER_NAME,
             self.nr_runnable_cgroups,
             self.nr_active_cgroups,
@@ -154,13 +160,15 @@ impl Metrics {
             self.dsp_tree,
             self.dsp_sticky,
             self.dsp_idle_local,
+            self.dsp_last,
             self.dsp_kthread,
             self.dsp_pinned,
             self.dsp_fallback,
             self.hweight_updates,
             self.hweight_cached,
-            self.herd_defers,
+            self.requeues,
             self.pick_empty,
+            self.pick_giveups,
             self.wake_preempts,
         )?;
         if self.cgroups.is_empty() {
@@ -185,9 +193,11 @@ impl Metrics {
 }
 
 pub fn server_data() -> StatsServerData<(), Snapshot> {
-    let open: Box<dyn StatsOpener<(), Snapshot>> = Box::new(move |(req_ch, res_ch)| {
-        req_ch.send(())?;
-        let mut prev = res_ch.recv()?;
+    let open: Box<dyn StatsOpener<(), Snapshot>> = Box::new(move |_chs| {
+        // A client's first read covers the time since the scheduler
+        // started, so one-shot clients get meaningful averages; later reads
+        // cover the interval since that client's previous read.
+        let mut prev = Snapshot::default();
         let read: Box<dyn StatsReader<(), Snapshot>> = Box::new(move |_args, (req_ch, res_ch)| {
             req_ch.send(())?;
             let cur = res_ch.recv()?;

@@ -34,6 +34,7 @@ enum agentcg_stat_idx {
 	STAT_DEACTIVATE,	/* a cgroup became quiescent */
 	STAT_IDLE_LOCAL,	/* select_cpu found an idle CPU: direct local insert */
 	STAT_KTHREAD_LOCAL,	/* per-CPU kthread inserted locally */
+	STAT_LAST_LOCAL,	/* the CPU's only runnable task kept running */
 	STAT_PINNED_ENQ,	/* restricted-affinity task put on a per-CPU pinned DSQ */
 	STAT_CGRP_DISPATCH,	/* task moved from a cgroup DSQ (picked from the tree) */
 	STAT_CGRP_STICKY,	/* task moved from the CPU's current cgroup (slice left) */
@@ -42,7 +43,8 @@ enum agentcg_stat_idx {
 	STAT_HWT_UPDATE,	/* hierarchical weight recomputed */
 	STAT_HWT_CACHED,	/* cached hierarchical weight reused */
 	STAT_PICK_EMPTY,	/* tree node popped for a cgroup with an empty DSQ */
-	STAT_HERD_DEFER,	/* node requeued: an ancestor is ahead of its share */
+	STAT_REQUEUE,		/* popped node requeued: its key moved (usage, herd floor) */
+	STAT_PICK_GIVEUP,	/* dispatch ran out of tree retries */
 	STAT_WAKE_PREEMPT,	/* a waking task preempted a CPU serving a later cgroup */
 	AGENTCG_NR_STATS,
 };
@@ -57,6 +59,8 @@ struct cgrp_ctx {
 	u32 level;
 	u32 nr_runnable;	/* runnable tasks directly in this cgroup */
 	u32 nr_active;		/* (own tasks runnable) + active children */
+	u32 self_counted;	/* own tasks counted in child_weight_sum */
+	u32 counted;		/* this cgroup counted in its parent's sum */
 	u64 child_weight_sum;	/* active children's weights (+ self weight) */
 	u64 hweight;		/* hierarchical weight of the group (fixed point) */
 	u64 hweight_own;	/* share of this cgroup's own tasks (fixed point) */

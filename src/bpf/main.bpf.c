@@ -20,9 +20,9 @@
  * the cgroup's key so other CPUs prefer other cgroups meanwhile. Inside a
  * cgroup, tasks are ordered by their own weighted vtime.
  *
- * Charging is exact: every task's runtime (sum_exec_runtime delta between
- * running and stopping) is charged to its cgroup, whichever path dispatched
- * it (tree, idle fast path, pinned DSQ).
+ * Charging is exact: every task's runtime (sum_exec_runtime deltas, taken at
+ * every tick and when it stops) is charged to its cgroup, whichever path
+ * dispatched it (tree, idle fast path, pinned DSQ).
  *
  * Herd control: flattening alone lets many children of a low-weight parent
  * that wake together each claim a fresh wake-up credit, so together they
@@ -52,7 +52,6 @@ const volatile bool herd_control = true;	/* off only for comparisons */
 
 u64 cvtime_now;		/* charged vtime of the last cgroup picked */
 u64 hweight_gen = 1;	/* bumped when any active weight sum changes */
-u64 nr_active_cgroups;	/* cgroups with runnable tasks of their own */
 
 UEI_DEFINE(uei);
 
@@ -219,15 +218,48 @@ static void refresh_hweight(struct cgroup *cgrp, struct cgrp_ctx *cgc)
 }
 
 /*
+ * One level of the active weight tree, under tree_lock: make @parent's
+ * accounting of a child of weight @w match whether that child is active
+ * (@want). *@counted remembers what @parent counts. Returns true if
+ * @parent itself became active or inactive, so the caller goes on upwards.
+ *
+ * Transitions are reconciled against current state rather than applied as
+ * deltas, so concurrent runnable/quiescent events on different CPUs cannot
+ * leave a weight counted twice or a cgroup active without runnable tasks.
+ */
+static __always_inline bool account_child(struct cgrp_ctx *parent, u32 *counted,
+					  bool want, u64 w)
+{
+	u64 floor = cvtime_now - cgrp_slice_ns;
+
+	if (want == !!*counted)
+		return false;
+	*counted = want;
+	if (want) {
+		parent->child_weight_sum += w;
+		if (parent->nr_active++)
+			return false;
+		/* bounded wake-up credit for the subtree */
+		if (vtime_before(parent->gvtime, floor))
+			parent->gvtime = floor;
+		return true;
+	}
+	parent->child_weight_sum -= parent->child_weight_sum < w ? parent->child_weight_sum : w;
+	if (!parent->nr_active)
+		return false;
+	return !--parent->nr_active;
+}
+
+/*
  * Track activity. A cgroup's own runnable tasks count as one pseudo-child
  * of weight AGENTCG_SELF_WEIGHT; a cgroup is active while it has any active
  * (pseudo-)child. Becoming active adds the cgroup's weight to its parent's
- * active weight sum, and so on upwards until an already-active ancestor.
+ * active weight sum, and so on upwards until an ancestor whose state holds.
  */
 static void update_activity(struct cgroup *cgrp, bool runnable)
 {
-	struct cgrp_ctx *cgc, *c;
-	u64 w;
+	struct cgrp_ctx *cgc, *c, *child;
+	bool changed;
 	u32 i;
 
 	cgc = cgrp_ctx_of(cgrp);
@@ -238,7 +270,6 @@ static void update_activity(struct cgroup *cgrp, bool runnable)
 		if (__sync_fetch_and_add(&cgc->nr_runnable, 1))
 			return;
 		stat_inc(STAT_ACTIVATE);
-		__sync_fetch_and_add(&nr_active_cgroups, 1);
 		/* a waking cgroup keeps at most one cgroup slice of credit */
 		if (vtime_before(cgc->cvtime, cvtime_now - cgrp_slice_ns))
 			cgc->cvtime = cvtime_now - cgrp_slice_ns;
@@ -246,36 +277,24 @@ static void update_activity(struct cgroup *cgrp, bool runnable)
 		if (__sync_sub_and_fetch(&cgc->nr_runnable, 1))
 			return;
 		stat_inc(STAT_DEACTIVATE);
-		__sync_fetch_and_sub(&nr_active_cgroups, 1);
 	}
 
-	/* the weight the current level gains or loses: self first, then the child's */
-	w = AGENTCG_SELF_WEIGHT;
-	bpf_for(i, 0, cgrp->level + 1) {
-		u32 level = cgrp->level - i;
-		u64 floor = cvtime_now - cgrp_slice_ns;
-		bool propagate;
+	bpf_spin_lock(&tree_lock);
+	changed = account_child(cgc, &cgc->self_counted, cgc->nr_runnable > 0,
+				AGENTCG_SELF_WEIGHT);
+	bpf_spin_unlock(&tree_lock);
 
-		c = i ? ancestor_ctx(cgrp, level) : cgc;
-		if (!c)
+	bpf_for(i, 1, cgrp->level + 1) {
+		if (!changed)
 			break;
-
+		c = ancestor_ctx(cgrp, cgrp->level - i);
+		child = ancestor_ctx(cgrp, cgrp->level - i + 1);
+		if (!c || !child)
+			break;
 		bpf_spin_lock(&tree_lock);
-		if (runnable) {
-			c->child_weight_sum += w;
-			propagate = !c->nr_active++;
-			/* bounded wake-up credit for the subtree */
-			if (propagate && vtime_before(c->gvtime, floor))
-				c->gvtime = floor;
-		} else {
-			c->child_weight_sum -= c->child_weight_sum < w ? c->child_weight_sum : w;
-			propagate = c->nr_active && !--c->nr_active;
-		}
-		w = c->weight;
+		changed = account_child(c, &child->counted, child->nr_active > 0,
+					child->weight);
 		bpf_spin_unlock(&tree_lock);
-
-		if (!propagate)
-			break;
 	}
 
 	__sync_fetch_and_add(&hweight_gen, 1);
@@ -376,6 +395,22 @@ static void cgrp_enqueued(struct cgroup *cgrp, struct cgrp_ctx *cgc)
 	bpf_spin_unlock(&tree_lock);
 }
 
+/*
+ * Put @node back in the stash after the picker found @cgrp's DSQ empty or
+ * drained it. An enqueue that raced with us saw queued == 1 and skipped
+ * the tree, so look at the DSQ again once queued is clear. The clear is a
+ * full barrier (atomic), or the DSQ check could be ordered before it and
+ * miss that enqueue's task: a task stranded with no node in the tree.
+ */
+static void unqueue(struct cgroup *cgrp, struct cgrp_ctx *cgc,
+		    struct cgrp_node *node)
+{
+	stash_node(cgc->cgid, node);
+	__sync_fetch_and_and(&cgc->queued, 0);
+	if (scx_bpf_dsq_nr_queued(cgc->cgid))
+		cgrp_enqueued(cgrp, cgc);
+}
+
 /* Stop serving the CPU's current cgroup and return its reservation. */
 static void release_cur(struct cpu_ctx *cpuc)
 {
@@ -440,7 +475,7 @@ static bool pick_from_tree(struct cpu_ctx *cpuc, u64 now)
 		eff = cgrp_key(cgrp, cgc);
 		if (vtime_before(key + cgrp_slice_ns, eff) &&
 		    i < AGENTCG_PICK_RETRIES - 1) {
-			stat_inc(STAT_HERD_DEFER);
+			stat_inc(STAT_REQUEUE);
 			node->key = eff;
 			bpf_spin_lock(&tree_lock);
 			bpf_rbtree_add(&tree, &node->rb, node_less);
@@ -458,11 +493,7 @@ static bool pick_from_tree(struct cpu_ctx *cpuc, u64 now)
 
 		if (!scx_bpf_dsq_move_to_local(cgid, 0)) {
 			stat_inc(STAT_PICK_EMPTY);
-			stash_node(cgid, node);
-			cgc->queued = 0;
-			/* a task may have arrived while we held the node */
-			if (scx_bpf_dsq_nr_queued(cgid))
-				cgrp_enqueued(cgrp, cgc);
+			unqueue(cgrp, cgc, node);
 			bpf_cgroup_release(cgrp);
 			continue;
 		}
@@ -482,14 +513,18 @@ static bool pick_from_tree(struct cpu_ctx *cpuc, u64 now)
 			bpf_rbtree_add(&tree, &node->rb, node_less);
 			bpf_spin_unlock(&tree_lock);
 		} else {
-			stash_node(cgid, node);
-			cgc->queued = 0;
-			if (scx_bpf_dsq_nr_queued(cgid))
-				cgrp_enqueued(cgrp, cgc);
+			unqueue(cgrp, cgc, node);
 		}
 		bpf_cgroup_release(cgrp);
 		return true;
 	}
+
+	/*
+	 * Out of retries with nodes possibly left in the tree: dispatch again
+	 * soon rather than let this CPU idle next to queued work.
+	 */
+	stat_inc(STAT_PICK_GIVEUP);
+	scx_bpf_kick_cpu(bpf_get_smp_processor_id(), 0);
 	return false;
 }
 
@@ -556,6 +591,7 @@ void BPF_STRUCT_OPS(agentcg_enqueue, struct task_struct *p, u64 enq_flags)
 	struct cgrp_ctx *cgc;
 	u64 tvtime;
 	bool was_queued;
+	s32 cpu;
 
 	if (is_pcpu_kthread(p)) {
 		stat_inc(STAT_KTHREAD_LOCAL);
@@ -564,7 +600,7 @@ void BPF_STRUCT_OPS(agentcg_enqueue, struct task_struct *p, u64 enq_flags)
 	}
 
 	if (p->nr_cpus_allowed < nr_cpus) {
-		s32 cpu = scx_bpf_task_cpu(p);
+		cpu = scx_bpf_task_cpu(p);
 
 		if (!bpf_cpumask_test_cpu(cpu, p->cpus_ptr))
 			cpu = bpf_cpumask_any_distribute(p->cpus_ptr);
@@ -575,6 +611,16 @@ void BPF_STRUCT_OPS(agentcg_enqueue, struct task_struct *p, u64 enq_flags)
 		stat_inc(STAT_PINNED_ENQ);
 		scx_bpf_dsq_insert(p, PINNED_DSQ(cpu), slice_ns, enq_flags);
 		scx_bpf_kick_cpu(cpu, SCX_KICK_IDLE);
+		return;
+	}
+
+	/*
+	 * The CPU found nothing else to run: keep @p on it. It is charged at
+	 * tick and stop like any other run.
+	 */
+	if (enq_flags & SCX_ENQ_LAST) {
+		stat_inc(STAT_LAST_LOCAL);
+		scx_bpf_dsq_insert(p, SCX_DSQ_LOCAL, slice_ns, enq_flags);
 		return;
 	}
 
@@ -597,7 +643,12 @@ void BPF_STRUCT_OPS(agentcg_enqueue, struct task_struct *p, u64 enq_flags)
 
 	was_queued = cgc->queued;
 	cgrp_enqueued(cgrp, cgc);
-	if (wake_preempt && !was_queued && (enq_flags & SCX_ENQ_WAKEUP))
+
+	/* work conservation: an idle CPU that could run @p looks at the tree */
+	cpu = scx_bpf_pick_idle_cpu(p->cpus_ptr, 0);
+	if (cpu >= 0)
+		scx_bpf_kick_cpu(cpu, SCX_KICK_IDLE);
+	else if (wake_preempt && !was_queued && (enq_flags & SCX_ENQ_WAKEUP))
 		wake_preempt_cpu(p, cgrp_key(cgrp, cgc));
 out:
 	bpf_cgroup_release(cgrp);
@@ -680,7 +731,12 @@ void BPF_STRUCT_OPS(agentcg_running, struct task_struct *p)
 	bpf_cgroup_release(cgrp);
 }
 
-void BPF_STRUCT_OPS(agentcg_stopping, struct task_struct *p, bool runnable)
+/*
+ * Charge what @p ran since it was last charged. Called when it stops and at
+ * every tick, so a task that keeps its CPU (nothing else to run) is still
+ * charged as it goes.
+ */
+static void charge_task(struct task_struct *p)
 {
 	struct task_ctx *tctx;
 	struct cgroup *cgrp;
@@ -692,6 +748,8 @@ void BPF_STRUCT_OPS(agentcg_stopping, struct task_struct *p, bool runnable)
 		return;
 	used = p->se.sum_exec_runtime - tctx->run_start;
 	tctx->run_start = p->se.sum_exec_runtime;
+	if (!used)
+		return;
 
 	/* task vtime inside the cgroup, weighted by the task's own weight */
 	p->scx.dsq_vtime += used * 100 / (p->scx.weight ?: 1);
@@ -705,12 +763,27 @@ void BPF_STRUCT_OPS(agentcg_stopping, struct task_struct *p, bool runnable)
 	bpf_cgroup_release(cgrp);
 }
 
+void BPF_STRUCT_OPS(agentcg_tick, struct task_struct *p)
+{
+	charge_task(p);
+}
+
+void BPF_STRUCT_OPS(agentcg_stopping, struct task_struct *p, bool runnable)
+{
+	charge_task(p);
+}
+
 s32 BPF_STRUCT_OPS(agentcg_init_task, struct task_struct *p,
 		   struct scx_init_task_args *args)
 {
-	if (!bpf_task_storage_get(&task_ctxs, p, 0,
-				  BPF_LOCAL_STORAGE_GET_F_CREATE))
+	struct task_ctx *tctx;
+
+	tctx = bpf_task_storage_get(&task_ctxs, p, 0,
+				    BPF_LOCAL_STORAGE_GET_F_CREATE);
+	if (!tctx)
 		return -ENOMEM;
+	/* tasks already running when we attach are charged from now on */
+	tctx->run_start = p->se.sum_exec_runtime;
 	return 0;
 }
 
@@ -784,12 +857,14 @@ void BPF_STRUCT_OPS(agentcg_cgroup_set_weight, struct cgroup *cgrp, u32 weight)
 	if (cgrp->level)
 		parent = ancestor_ctx(cgrp, cgrp->level - 1);
 
+	weight = weight ?: 1;
 	bpf_spin_lock(&tree_lock);
-	if (parent && cgc->nr_active) {
+	if (parent && cgc->counted) {
 		parent->child_weight_sum += weight;
-		parent->child_weight_sum -= cgc->weight;
+		parent->child_weight_sum -= parent->child_weight_sum < cgc->weight ?
+			parent->child_weight_sum : cgc->weight;
 	}
-	cgc->weight = weight ?: 1;
+	cgc->weight = weight;
 	bpf_spin_unlock(&tree_lock);
 	__sync_fetch_and_add(&hweight_gen, 1);
 }
@@ -818,6 +893,7 @@ SCX_OPS_DEFINE(agentcg_ops,
 	       .select_cpu		= (void *)agentcg_select_cpu,
 	       .enqueue			= (void *)agentcg_enqueue,
 	       .dispatch		= (void *)agentcg_dispatch,
+	       .tick			= (void *)agentcg_tick,
 	       .runnable		= (void *)agentcg_runnable,
 	       .running			= (void *)agentcg_running,
 	       .stopping		= (void *)agentcg_stopping,

@@ -1,0 +1,267 @@
+#!/usr/bin/env bash
+# Boot a scenario script in a throw-away qemu (TCG) VM with a busybox initramfs.
+#
+# Usage: tests/vm/run.sh [--smp N] [--mem SIZE] [--timeout SECS]
+#                        [--append-args 'KERNEL ARGS'] [--with-modules]
+#                        SCENARIO.sh [scenario args...]
+#
+#   --smp N          guest CPUs (default 4)
+#   --mem SIZE       guest memory, qemu syntax (default 4G)
+#   --timeout SECS   host-side limit for the whole VM run, boot included
+#                    (default 300). The guest kills the scenario 30 s earlier
+#                    (at least 10 s after boot) and still reports.
+#   --append-args S  extra kernel command line
+#   --with-modules   also ship zram/lz4hc modules (tests/vm/kernel.sh
+#                    --with-modules) at /lib/agentcg/modules; load them in the
+#                    guest with `load_modules` from lib.sh
+#
+# Env: VM_LOG=path        also write the console to this file
+#      VM_EXTRA_FILES     "src:dst src:dst ..." extra files for the initramfs
+#                         (shared libraries of ELF binaries are added too)
+#      VM_QEMU_ARGS       extra qemu arguments (word-split)
+#      SCX_AGENTCG_*      kernel selection, see tests/vm/kernel.sh
+#
+# Exit status: the scenario's exit status (from the guest's
+# "AGENTCG-VM-EXIT <rc>" marker); 124 on host timeout; 125 if the marker
+# never appeared (boot failure, panic, crash); 2 on bad usage.
+set -euo pipefail
+
+HERE=$(cd "$(dirname "$0")" && pwd)
+REPO=$(cd "$HERE/../.." && pwd)
+LOCK=/tmp/agentcg-vm.lock
+GUEST_MARGIN=30   # seconds the guest limit stays below the host limit
+
+smp=4 mem=4G timeout=300 append="" with_modules=0
+# Help text: the header comment block.
+usage() { awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; }
+die() { echo "run.sh: error: $*" >&2; exit 2; }
+
+while [ $# -gt 0 ]; do
+    case $1 in
+        --smp) [ $# -ge 2 ] || die "--smp needs a value"; smp=$2; shift 2 ;;
+        --mem) [ $# -ge 2 ] || die "--mem needs a value"; mem=$2; shift 2 ;;
+        --timeout) [ $# -ge 2 ] || die "--timeout needs a value"; timeout=$2; shift 2 ;;
+        --append-args) [ $# -ge 2 ] || die "--append-args needs a value"; append="$append $2"; shift 2 ;;
+        --with-modules) with_modules=1; shift ;;
+        -h|--help) usage; exit 0 ;;
+        --) shift; break ;;
+        -*) die "unknown option $1 (see --help)" ;;
+        *) break ;;
+    esac
+done
+[ $# -ge 1 ] || { usage >&2; exit 2; }
+scenario=$1; shift
+[ -f "$scenario" ] || die "scenario $scenario not found"
+case $smp in ''|*[!0-9]*) die "--smp: not a number: $smp" ;; esac
+case $timeout in ''|*[!0-9]*) die "--timeout: not a number: $timeout" ;; esac
+[ "$smp" -ge 1 ] || die "--smp must be >= 1"
+
+for t in qemu-system-x86_64 busybox cpio flock timeout ldd; do
+    command -v "$t" >/dev/null || die "$t not found; run tests/vm/deps.sh"
+done
+
+# --- Kernel ----------------------------------------------------------------
+kargs=()
+[ $with_modules = 1 ] && kargs=(--with-modules)
+kout=$("$HERE/kernel.sh" "${kargs[@]}") || die "kernel.sh failed"
+KVER="" VMLINUZ="" KCONFIG="" MODDIR=""
+eval "$kout"
+[ -f "$VMLINUZ" ] && [ -f "$KCONFIG" ] || die "kernel.sh gave no usable kernel"
+
+# --- Initramfs ---------------------------------------------------------------
+work=$(mktemp -d /tmp/agentcg-vm.XXXXXX)
+cleanup() { rm -rf "$work"; }
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+root=$work/root
+mkdir -p "$root"/{bin,sbin,usr/bin,usr/sbin,lib,lib64,etc,proc,sys,dev,tmp,run,root,boot,lib/agentcg}
+
+# Copy a file to the same or a given path inside the initramfs, following
+# symlinks, plus the shared libraries (and loader) an ELF binary needs.
+add_file() {
+    local src=$1 dst=${2:-$1}
+    mkdir -p "$root$(dirname "$dst")"
+    cp -L "$src" "$root$dst"
+}
+add_libs() {
+    local bin=$1 lib
+    # ldd prints "name => /path (addr)" or "/path/ld-linux.so (addr)";
+    # static binaries make it fail, which is fine.
+    for lib in $(ldd "$bin" 2>/dev/null | awk '/=> \//{print $3} /^[ \t]*\//{print $1}'); do
+        [ -e "$root$lib" ] || add_file "$lib"
+    done
+}
+
+# busybox and its applet links (never overwrite a real file).
+add_file "$(command -v busybox)" /bin/busybox
+for a in $(busybox --list-full); do
+    [ -e "$root/$a" ] || [ -L "$root/$a" ] || ln -s /bin/busybox "$root/$a"
+done
+
+# Project binaries, if built.
+for b in scx_agentcg agentcg-load; do
+    if [ -x "$REPO/target/release/$b" ]; then
+        add_file "$REPO/target/release/$b" "/usr/bin/$b"
+        add_libs "$REPO/target/release/$b"
+    else
+        echo "run.sh: note: target/release/$b not built; not in the VM" >&2
+    fi
+done
+
+# libbpf reads /boot/config-$(uname -r): without it BPF loads fail (EINVAL).
+cp "$KCONFIG" "$root/boot/config-$KVER"
+# Guest helpers: every file of tests/vm/guest/ (lib.sh, ...) in /lib/agentcg/.
+cp -r "$HERE/guest/." "$root/lib/agentcg/"
+cp "$scenario" "$root/scenario.sh"
+
+if [ -n "$MODDIR" ]; then
+    mkdir -p "$root/lib/agentcg/modules"
+    cp "$MODDIR"/*.ko "$MODDIR/load-order" "$root/lib/agentcg/modules/"
+fi
+
+for pair in ${VM_EXTRA_FILES:-}; do
+    src=${pair%%:*} dst=${pair#*:}
+    [ "$src" != "$pair" ] && [ -n "$dst" ] || die "VM_EXTRA_FILES: expected src:dst, got '$pair'"
+    [ -e "$src" ] || die "VM_EXTRA_FILES: $src not found"
+    case $dst in /*) ;; *) die "VM_EXTRA_FILES: destination must be absolute: $dst" ;; esac
+    if [ -d "$src" ]; then
+        mkdir -p "$root$dst" && cp -rL "$src/." "$root$dst/"
+    else
+        add_file "$src" "$dst"
+        add_libs "$src"
+    fi
+done
+
+# Loader cache so libraries are found wherever ldd said they live.
+printf '%s\n' /lib/x86_64-linux-gnu /usr/lib/x86_64-linux-gnu /lib64 /usr/lib > "$root/etc/ld.so.conf"
+ldconfig -r "$root" 2>/dev/null || true
+
+# The kernel opens /dev/console for init before devtmpfs is mounted.
+mknod -m 600 "$root/dev/console" c 5 1 2>/dev/null \
+    || echo "run.sh: note: cannot mknod /dev/console (not root?); early init output may be lost" >&2
+mknod -m 666 "$root/dev/null" c 1 3 2>/dev/null || true
+
+echo "root:x:0:0:root:/root:/bin/sh" > "$root/etc/passwd"
+echo "root:x:0:" > "$root/etc/group"
+echo "agentcg-vm" > "$root/etc/hostname"
+
+# Scenario arguments, as a sourceable `set -- 'a' 'b'` line.
+{
+    printf 'set --'
+    for a in "$@"; do printf " '%s'" "$(printf '%s' "$a" | sed "s/'/'\\\\''/g")"; done
+    printf '\n'
+} > "$root/etc/agentcg-args"
+
+guest_limit=$(( timeout - GUEST_MARGIN ))
+[ "$guest_limit" -ge 10 ] || guest_limit=10
+cat > "$root/etc/agentcg-vm.env" <<EOF
+AGENTCG_GUEST_TIMEOUT=$guest_limit
+AGENTCG_SMP=$smp
+AGENTCG_KVER=$KVER
+EOF
+
+cat > "$root/init" <<'EOF'
+#!/bin/sh
+# PID 1 of the test VM: set up the system, run /scenario.sh under a time
+# limit, print "AGENTCG-VM-EXIT <rc>", power off.
+export PATH=/usr/sbin:/usr/bin:/sbin:/bin HOME=/root TERM=dumb
+mount -t proc proc /proc
+mount -t sysfs sysfs /sys
+mount -t devtmpfs devtmpfs /dev 2>/dev/null
+[ -c /dev/console ] && exec </dev/console >/dev/console 2>&1
+mkdir -p /dev/pts /dev/shm
+mount -t devpts devpts /dev/pts
+mount -t tmpfs tmpfs /dev/shm
+mount -t tmpfs tmpfs /tmp
+mount -t tmpfs tmpfs /run
+mount -t debugfs debugfs /sys/kernel/debug 2>/dev/null
+mount -t tracefs tracefs /sys/kernel/tracing 2>/dev/null
+mount -t bpf bpf /sys/fs/bpf 2>/dev/null
+mount -t cgroup2 cgroup2 /sys/fs/cgroup || echo "init: cannot mount cgroup2"
+for c in cpu cpuset memory; do
+    echo "+$c" > /sys/fs/cgroup/cgroup.subtree_control || echo "init: cannot enable $c controller"
+done
+hostname -F /etc/hostname
+ip link set lo up 2>/dev/null || ifconfig lo 127.0.0.1 up
+ulimit -l unlimited 2>/dev/null
+. /etc/agentcg-vm.env
+export AGENTCG_SMP AGENTCG_KVER AGENTCG_GUEST_TIMEOUT
+
+rc=125
+if [ -f /scenario.sh ]; then
+    echo "init: $(uname -r), $(nproc) cpus, boot took $(cut -d' ' -f1 /proc/uptime)s; running scenario (limit ${AGENTCG_GUEST_TIMEOUT}s)"
+    (
+        . /etc/agentcg-args
+        cd /tmp && exec sh /scenario.sh "$@"
+    ) &
+    spid=$!
+    # Watchdog: TERM then KILL the scenario when the guest limit is hit.
+    (
+        sleep "$AGENTCG_GUEST_TIMEOUT"
+        echo "init: guest time limit (${AGENTCG_GUEST_TIMEOUT}s) hit; killing scenario"
+        touch /tmp/.agentcg-timeout
+        kill -TERM "$spid" 2>/dev/null
+        sleep 5
+        kill -KILL "$spid" 2>/dev/null
+    ) &
+    wpid=$!
+    wait "$spid"
+    rc=$?
+    kill "$wpid" 2>/dev/null
+    [ -e /tmp/.agentcg-timeout ] && rc=124
+else
+    echo "init: no /scenario.sh"
+fi
+echo
+echo "AGENTCG-VM-EXIT $rc"
+sync
+poweroff -f
+EOF
+chmod +x "$root/init" "$root/scenario.sh"
+
+# Uncompressed newc cpio: the kernel unpacks it fastest.
+(cd "$root" && find . -mindepth 1 | LC_ALL=C sort | cpio -o -H newc --quiet) > "$work/initramfs.cpio" \
+    || die "cannot build the initramfs"
+
+# --- Boot ------------------------------------------------------------------------
+log=$work/console.log
+# tsc=reliable: keep the clocksource watchdog from dropping the TSC when the
+# emulated CPUs are slow to answer (TCG); mitigations=off: speed.
+cmdline="console=ttyS0 quiet loglevel=3 panic=-1 tsc=reliable mitigations=off $append"
+echo "run.sh: $(basename "$scenario") kernel=$KVER smp=$smp mem=$mem timeout=${timeout}s initramfs=$(( $(stat -c %s "$work/initramfs.cpio") / 1024 / 1024 ))MiB" >&2
+
+# One VM at a time on this machine (fd 9 holds the lock while qemu runs);
+# the timeout starts once we hold it.
+# stdin is /dev/null so qemu never puts a terminal into raw mode.
+exec 9>>"$LOCK"
+if ! flock -n 9; then
+    echo "run.sh: waiting for another VM to finish ($LOCK)" >&2
+    flock 9
+fi
+vm_start=$SECONDS
+set +e
+# The console is copied through a filter that drops terminal escape
+# sequences (the firmware sends a terminal reset).
+# shellcheck disable=SC2086
+timeout -k 10 "$timeout" \
+    qemu-system-x86_64 -accel tcg -cpu max -smp "$smp" -m "$mem" \
+        -nographic -no-reboot -serial mon:stdio -nic none \
+        -kernel "$VMLINUZ" -initrd "$work/initramfs.cpio" -append "$cmdline" \
+        ${VM_QEMU_ARGS:-} </dev/null 2>&1 \
+    | sed -u -E 's/\x1b(\[[0-9;?]*[A-Za-z]|[A-Za-z])//g' \
+    | tee "$log" ${VM_LOG:+"$VM_LOG"}
+qrc=${PIPESTATUS[0]}
+exec 9>&-
+echo "run.sh: VM ran for $((SECONDS - vm_start))s" >&2
+set -e
+
+marker=$(tr -d '\r' < "$log" | grep -a -o 'AGENTCG-VM-EXIT [0-9]*' | tail -n1 | awk '{print $2}' || true)
+if [ -n "$marker" ]; then
+    exit "$marker"
+fi
+if [ "$qrc" = 124 ] || [ "$qrc" = 137 ]; then
+    echo "run.sh: host timeout (${timeout}s) hit; qemu killed" >&2
+    exit 124
+fi
+echo "run.sh: the guest never reported AGENTCG-VM-EXIT (qemu rc=$qrc)" >&2
+exit 125
