@@ -76,6 +76,8 @@ pub struct Metrics {
     pub pick_empty: u64,
     #[stat(desc = "Dispatches that ran out of tree retries and tried again")]
     pub pick_giveups: u64,
+    #[stat(desc = "Cgroups with queued tasks put back in the tree by the safety net")]
+    pub rescues: u64,
     #[stat(desc = "Wakeups that preempted a CPU serving a later cgroup")]
     pub wake_preempts: u64,
     #[stat(desc = "Busiest cgroups over the interval")]
@@ -129,6 +131,7 @@ pub fn metrics_between(prev: &Snapshot, cur: &Snapshot) -> Metrics {
         requeues: d(agentcg_stat_idx_STAT_REQUEUE),
         pick_empty: d(agentcg_stat_idx_STAT_PICK_EMPTY),
         pick_giveups: d(agentcg_stat_idx_STAT_PICK_GIVEUP),
+        rescues: d(agentcg_stat_idx_STAT_RESCUE),
         wake_preempts: d(agentcg_stat_idx_STAT_WAKE_PREEMPT),
         cgroups: rows
             .into_iter()
@@ -152,7 +155,7 @@ impl Metrics {
     pub fn format<W: Write>(&self, w: &mut W) -> Result<()> {
         writeln!(
             w,
-            "[{}] cgroups run/act/all {}/{}/{} | dsp tree {} sticky {} idle {} last {} kthr {} pinned {} fallback {} | hwt upd/hit {}/{} | requeue {} empty {} giveup {} preempt {}",
+            "[{}] cgroups run/act/all {}/{}/{} | dsp tree {} sticky {} idle {} last {} kthr {} pinned {} fallback {} | hwt upd/hit {}/{} | requeue {} empty {} giveup {} rescue {} preempt {}",
             crate::SCHEDULER_NAME,
             self.nr_runnable_cgroups,
             self.nr_active_cgroups,
@@ -169,6 +172,7 @@ impl Metrics {
             self.requeues,
             self.pick_empty,
             self.pick_giveups,
+            self.rescues,
             self.wake_preempts,
         )?;
         if self.cgroups.is_empty() {

@@ -45,6 +45,7 @@ enum agentcg_stat_idx {
 	STAT_PICK_EMPTY,	/* tree node popped for a cgroup with an empty DSQ */
 	STAT_REQUEUE,		/* popped node requeued: its key moved (usage, herd floor) */
 	STAT_PICK_GIVEUP,	/* dispatch ran out of tree retries */
+	STAT_RESCUE,		/* a cgroup with queued tasks put back in the tree late */
 	STAT_WAKE_PREEMPT,	/* a waking task preempted a CPU serving a later cgroup */
 	AGENTCG_NR_STATS,
 };
@@ -70,6 +71,7 @@ struct cgrp_ctx {
 	u64 reserved;		/* vtime reserved by CPUs serving this cgroup */
 	u64 tvtime_now;		/* task vtime frontier inside the cgroup */
 	u64 queued;		/* the cgroup's node is in the tree */
+	u64 enq_seq;		/* tasks enqueued so far (picker race check) */
 	u64 usage_ns;		/* CPU time of this cgroup's own tasks */
 	u64 nr_dispatches;	/* tasks dispatched from this cgroup's DSQ */
 };

@@ -77,6 +77,7 @@ struct cpu_ctx {
 	u64 cur_until;		/* end of the current cgroup slice */
 	u64 cur_reserved;	/* vtime this CPU reserved in cur_cgid */
 	u64 cur_key;		/* tree key cur_cgid had when picked */
+	u64 pending_cgid;	/* cgroup this CPU last enqueued into */
 	bool pinned_last;	/* last dispatch came from the pinned DSQ */
 };
 
@@ -397,18 +398,49 @@ static void cgrp_enqueued(struct cgroup *cgrp, struct cgrp_ctx *cgc)
 
 /*
  * Put @node back in the stash after the picker found @cgrp's DSQ empty or
- * drained it. An enqueue that raced with us saw queued == 1 and skipped
- * the tree, so look at the DSQ again once queued is clear. The clear is a
- * full barrier (atomic), or the DSQ check could be ordered before it and
- * miss that enqueue's task: a task stranded with no node in the tree.
+ * drained it. An enqueue that raced with us saw queued == 1 and skipped the
+ * tree, and its task may not even be in the DSQ yet: sched_ext inserts a
+ * task dispatched from ops.enqueue() only after that callback returns. So
+ * once queued is clear (an atomic, i.e. a full barrier), requeue if any
+ * enqueue happened since we popped the node (@seq), not only if the DSQ
+ * looks non-empty. What is left (an enqueue whose insert lands after a
+ * later picker's check) is caught by rescue_pending() on the enqueuing CPU.
  */
 static void unqueue(struct cgroup *cgrp, struct cgrp_ctx *cgc,
-		    struct cgrp_node *node)
+		    struct cgrp_node *node, u64 seq)
 {
 	stash_node(cgc->cgid, node);
 	__sync_fetch_and_and(&cgc->queued, 0);
-	if (scx_bpf_dsq_nr_queued(cgc->cgid))
+	if (cgc->enq_seq != seq || scx_bpf_dsq_nr_queued(cgc->cgid))
 		cgrp_enqueued(cgrp, cgc);
+}
+
+/*
+ * Safety net for the race above: the CPU that last enqueued a task into a
+ * cgroup DSQ looks at that cgroup again at its next tick or dispatch (by
+ * then the insert has landed) and puts it back in the tree if it has
+ * queued tasks but no node there.
+ */
+static void rescue_pending(struct cpu_ctx *cpuc)
+{
+	struct cgroup *cgrp;
+	struct cgrp_ctx *cgc;
+	u64 cgid = cpuc->pending_cgid;
+
+	if (!cgid)
+		return;
+	cpuc->pending_cgid = 0;
+	if (!scx_bpf_dsq_nr_queued(cgid))
+		return;
+	cgrp = bpf_cgroup_from_id(cgid);
+	if (!cgrp)
+		return;
+	cgc = cgrp_ctx_of(cgrp);
+	if (cgc && !cgc->queued) {
+		stat_inc(STAT_RESCUE);
+		cgrp_enqueued(cgrp, cgc);
+	}
+	bpf_cgroup_release(cgrp);
 }
 
 /* Stop serving the CPU's current cgroup and return its reservation. */
@@ -440,7 +472,7 @@ static bool pick_from_tree(struct cpu_ctx *cpuc, u64 now)
 	struct cgrp_node *node;
 	struct cgroup *cgrp;
 	struct cgrp_ctx *cgc;
-	u64 cgid, key, eff;
+	u64 cgid, key, eff, seq;
 	u32 i;
 
 	bpf_for(i, 0, AGENTCG_PICK_RETRIES) {
@@ -470,6 +502,7 @@ static bool pick_from_tree(struct cpu_ctx *cpuc, u64 now)
 			bpf_cgroup_release(cgrp);
 			continue;
 		}
+		seq = cgc->enq_seq;
 
 		/* an ancestor may have run ahead since the node was queued */
 		eff = cgrp_key(cgrp, cgc);
@@ -493,7 +526,7 @@ static bool pick_from_tree(struct cpu_ctx *cpuc, u64 now)
 
 		if (!scx_bpf_dsq_move_to_local(cgid, 0)) {
 			stat_inc(STAT_PICK_EMPTY);
-			unqueue(cgrp, cgc, node);
+			unqueue(cgrp, cgc, node, seq);
 			bpf_cgroup_release(cgrp);
 			continue;
 		}
@@ -513,7 +546,7 @@ static bool pick_from_tree(struct cpu_ctx *cpuc, u64 now)
 			bpf_rbtree_add(&tree, &node->rb, node_less);
 			bpf_spin_unlock(&tree_lock);
 		} else {
-			unqueue(cgrp, cgc, node);
+			unqueue(cgrp, cgc, node, seq);
 		}
 		bpf_cgroup_release(cgrp);
 		return true;
@@ -589,6 +622,7 @@ void BPF_STRUCT_OPS(agentcg_enqueue, struct task_struct *p, u64 enq_flags)
 {
 	struct cgroup *cgrp;
 	struct cgrp_ctx *cgc;
+	struct cpu_ctx *cpuc;
 	u64 tvtime;
 	bool was_queued;
 	s32 cpu;
@@ -640,6 +674,10 @@ void BPF_STRUCT_OPS(agentcg_enqueue, struct task_struct *p, u64 enq_flags)
 	if (vtime_before(tvtime, cgc->tvtime_now - slice_ns))
 		tvtime = cgc->tvtime_now - slice_ns;
 	scx_bpf_dsq_insert_vtime(p, cgc->cgid, slice_ns, tvtime, enq_flags);
+	__sync_fetch_and_add(&cgc->enq_seq, 1);
+	cpuc = this_cpu_ctx();
+	if (cpuc)
+		cpuc->pending_cgid = cgc->cgid;
 
 	was_queued = cgc->queued;
 	cgrp_enqueued(cgrp, cgc);
@@ -661,6 +699,7 @@ void BPF_STRUCT_OPS(agentcg_dispatch, s32 cpu, struct task_struct *prev)
 
 	if (!cpuc)
 		return;
+	rescue_pending(cpuc);
 
 	/* pinned tasks and the tree take turns on this CPU */
 	if (!cpuc->pinned_last && scx_bpf_dsq_move_to_local(PINNED_DSQ(cpu), 0)) {
@@ -765,7 +804,11 @@ static void charge_task(struct task_struct *p)
 
 void BPF_STRUCT_OPS(agentcg_tick, struct task_struct *p)
 {
+	struct cpu_ctx *cpuc = this_cpu_ctx();
+
 	charge_task(p);
+	if (cpuc)
+		rescue_pending(cpuc);
 }
 
 void BPF_STRUCT_OPS(agentcg_stopping, struct task_struct *p, bool runnable)

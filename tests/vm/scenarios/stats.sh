@@ -18,7 +18,7 @@ log "reply: $(head -c 600 /tmp/r2)"
 check "reply has errno 0" grep -q '"errno":0' /tmp/r2
 for f in nr_cpus nr_runnable_cgroups nr_active_cgroups nr_cgroups dsp_tree dsp_sticky \
          dsp_idle_local dsp_last dsp_kthread dsp_pinned dsp_fallback activations \
-         hweight_updates hweight_cached requeues pick_empty pick_giveups wake_preempts cgroups; do
+         hweight_updates hweight_cached requeues pick_empty pick_giveups rescues wake_preempts cgroups; do
     check "reply has field $f" grep -q "\"$f\":" /tmp/r2
 done
 check "busy cgroup listed with its usage" grep -q '"busy":{"cpu_pct":[1-9]' /tmp/r2
