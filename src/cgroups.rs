@@ -67,6 +67,14 @@ pub struct CgroupSample {
     pub weight: u32,
     pub hweight: u64,
     pub nr_runnable: u32,
+    /// cpu.max state; bw_quota_ns == 0: not limited
+    pub bw_quota_ns: u64,
+    pub bw_period_ns: u64,
+    pub bw_burst_ns: u64,
+    pub bw_nr_periods: u64,
+    pub bw_nr_throttled: u64,
+    pub bw_throttled_ns: u64,
+    pub bw_throttled: bool,
 }
 
 /// Usage of one cgroup over an interval.

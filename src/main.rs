@@ -8,6 +8,7 @@ mod bpf_skel;
 pub use bpf_skel::*;
 pub mod bpf_intf;
 
+mod bandwidth;
 mod cgroups;
 mod stats;
 
@@ -30,6 +31,7 @@ use scx_utils::libbpf_clap_opts::LibbpfOpts;
 use scx_utils::{scx_ops_attach, scx_ops_load, scx_ops_open, uei_exited, uei_report};
 use scx_utils::UserExitInfo;
 
+use crate::bandwidth::{BandwidthSource, Limit};
 use crate::cgroups::{CgroupSample, CGROUP2_ROOT};
 use crate::stats::Snapshot;
 
@@ -65,6 +67,17 @@ pub struct Opts {
     /// of a parent that ran ahead of its share). For comparisons only.
     #[clap(long)]
     pub no_herd_control: bool,
+
+    /// Where cpu.max comes from: the kernel's ops.cgroup_set_bandwidth
+    /// (6.17+), or userspace reading cpu.max / cpu.max.burst ("cgroupfs");
+    /// "auto" uses the kernel where it has the op.
+    #[clap(long, value_enum, default_value = "auto")]
+    pub bandwidth_source: BandwidthSource,
+
+    /// How often the cgroupfs bandwidth source re-reads cpu.max, in
+    /// milliseconds.
+    #[clap(long, default_value = "100")]
+    pub bandwidth_poll_ms: u64,
 
     /// Exit debug dump buffer length. 0 indicates default.
     #[clap(long, default_value = "0")]
@@ -111,6 +124,12 @@ impl Opts {
                 self.cgroup_slice_us
             );
         }
+        if !(10..=10_000).contains(&self.bandwidth_poll_ms) {
+            bail!(
+                "--bandwidth-poll-ms {} is out of range: use 10 to 10000 milliseconds",
+                self.bandwidth_poll_ms
+            );
+        }
         for (flag, v) in [("--stats", self.stats), ("--monitor", self.monitor)] {
             if let Some(secs) = v {
                 if !(secs.is_finite() && secs > 0.0 && secs <= 3600.0) {
@@ -135,6 +154,9 @@ struct Scheduler<'a> {
     struct_ops: Option<libbpf_rs::Link>,
     stats_server: StatsServer<(), Snapshot>,
     started: Instant,
+    /// cgroupfs bandwidth source: poll interval and what was applied
+    bw_poll: Option<Duration>,
+    bw_applied: BTreeMap<u64, Limit>,
 }
 
 impl<'a> Scheduler<'a> {
@@ -166,12 +188,32 @@ impl<'a> Scheduler<'a> {
         // SCX_OPS_HAS_CGROUP_WEIGHT: 7.x kernels reject it.
         skel.struct_ops.agentcg_ops_mut().flags = *compat::SCX_OPS_ENQ_LAST;
 
+        let kernel_has_bw =
+            compat::struct_has_field("sched_ext_ops", "cgroup_set_bandwidth").unwrap_or(false);
+        let bw_source = bandwidth::resolve_source(opts.bandwidth_source, kernel_has_bw)?;
+        if !kernel_has_bw {
+            skel.struct_ops.agentcg_ops_mut().cgroup_set_bandwidth = std::ptr::null_mut();
+        }
+        match bw_source {
+            BandwidthSource::Kernel => info!("cpu.max: delivered by the kernel (ops.cgroup_set_bandwidth)"),
+            _ => info!(
+                "cpu.max: read from cgroupfs every {} ms ({})",
+                opts.bandwidth_poll_ms,
+                if kernel_has_bw {
+                    "--bandwidth-source cgroupfs"
+                } else {
+                    "this kernel has no ops.cgroup_set_bandwidth"
+                }
+            ),
+        }
+
         let rodata = skel.maps.rodata_data.as_mut().unwrap();
         rodata.nr_cpus = nr_cpus as u32;
         rodata.slice_ns = opts.slice_us * 1000;
         rodata.cgrp_slice_ns = opts.cgroup_slice_ns();
         rodata.wake_preempt = !opts.no_wake_preempt;
         rodata.herd_control = !opts.no_herd_control;
+        rodata.use_kernel_bandwidth = bw_source == BandwidthSource::Kernel;
 
         let mut skel = scx_ops_load!(skel, agentcg_ops, uei)?;
         let struct_ops = Some(scx_ops_attach!(skel, agentcg_ops)?);
@@ -187,12 +229,63 @@ impl<'a> Scheduler<'a> {
             .launch()
             .context("starting the stats server")?;
 
-        Ok(Self {
+        let mut sched = Self {
             skel,
             struct_ops,
             stats_server,
             started: Instant::now(),
-        })
+            bw_poll: (bw_source == BandwidthSource::Cgroupfs)
+                .then(|| Duration::from_millis(opts.bandwidth_poll_ms)),
+            bw_applied: BTreeMap::new(),
+        };
+        if sched.bw_poll.is_some() {
+            sched.poll_bandwidth();
+        }
+        Ok(sched)
+    }
+
+    /// cgroupfs bandwidth source: read every cgroup's cpu.max and apply
+    /// what changed since the last poll.
+    fn poll_bandwidth(&mut self) {
+        let mut cur = BTreeMap::new();
+        for dir in cgroups::walk(std::path::Path::new(CGROUP2_ROOT), MAX_CGROUPS_SCANNED) {
+            match bandwidth::read_limit(&dir.path) {
+                Ok(Some(lim)) => {
+                    cur.insert(dir.id, lim);
+                }
+                Ok(None) => {}
+                Err(e) => debug!("{}: {e}", dir.path.display()),
+            }
+        }
+        for (cgid, lim) in bandwidth::changes(&self.bw_applied, &cur) {
+            let mut args = bpf_intf::bw_args {
+                cgid,
+                period_us: lim.period_us,
+                quota_us: lim.quota_arg(),
+                burst_us: lim.burst_us,
+            };
+            let input = libbpf_rs::ProgramInput {
+                // SAFETY: bw_args is plain data; the slice covers exactly it.
+                context_in: Some(unsafe {
+                    std::slice::from_raw_parts_mut(
+                        &mut args as *mut _ as *mut u8,
+                        std::mem::size_of_val(&args),
+                    )
+                }),
+                ..Default::default()
+            };
+            match self.skel.progs.agentcg_set_bandwidth.test_run(input) {
+                Ok(out) if out.return_value == 0 => {
+                    debug!("cpu.max of cgroup {cgid}: {:?}", lim);
+                }
+                Ok(out) => warn!(
+                    "applying cpu.max to cgroup {cgid} failed (error {})",
+                    out.return_value as i32
+                ),
+                Err(e) => warn!("applying cpu.max to cgroup {cgid} failed: {e}"),
+            }
+        }
+        self.bw_applied = cur;
     }
 
     /// Per-CPU counters summed over CPUs.
@@ -245,6 +338,13 @@ impl<'a> Scheduler<'a> {
                     weight: c.weight,
                     hweight: c.hweight_own,
                     nr_runnable: c.nr_runnable,
+                    bw_quota_ns: c.bw_quota_ns,
+                    bw_period_ns: c.bw_period_ns,
+                    bw_burst_ns: c.bw_burst_ns,
+                    bw_nr_periods: c.bw_nr_periods,
+                    bw_nr_throttled: c.bw_nr_throttled,
+                    bw_throttled_ns: c.bw_throttled_ns,
+                    bw_throttled: c.bw_throttled != 0,
                 },
             );
         }
@@ -270,8 +370,16 @@ impl<'a> Scheduler<'a> {
 
     fn run(&mut self, shutdown: Arc<AtomicBool>) -> Result<UserExitInfo> {
         let (res_ch, req_ch) = self.stats_server.channels();
+        let tick = self.bw_poll.unwrap_or(Duration::from_millis(250)).min(Duration::from_millis(250));
+        let mut next_poll = Instant::now();
         while !shutdown.load(Ordering::Relaxed) && !self.exited() {
-            match req_ch.recv_timeout(Duration::from_millis(250)) {
+            if let Some(intv) = self.bw_poll {
+                if Instant::now() >= next_poll {
+                    self.poll_bandwidth();
+                    next_poll = Instant::now() + intv;
+                }
+            }
+            match req_ch.recv_timeout(tick) {
                 Ok(()) => res_ch.send(self.snapshot())?,
                 Err(RecvTimeoutError::Timeout) => {}
                 Err(e) => Err(e)?,
@@ -401,9 +509,12 @@ mod tests {
         assert!(e.contains("--cgroup-slice-us"), "{e}");
         let e = parse(&["--stats", "0"]).unwrap_err().to_string();
         assert!(e.contains("--stats"), "{e}");
-        let e = parse(&["--monitor", "-1"]).unwrap_err().to_string();
+        let e = parse(&["--monitor=-1"]).unwrap_err().to_string();
         assert!(e.contains("--monitor"), "{e}");
         assert!(parse(&["--slice-us", "abc"]).is_err());
+        let e = parse(&["--bandwidth-poll-ms", "1"]).unwrap_err().to_string();
+        assert!(e.contains("--bandwidth-poll-ms"), "{e}");
+        assert!(parse(&["--bandwidth-source", "sometimes"]).is_err());
         assert!(parse(&["--no-such-flag"]).is_err());
     }
 
@@ -415,5 +526,9 @@ mod tests {
         assert!(o.verbose && o.help_stats);
         assert!(parse(&["-V"]).unwrap().version);
         assert!(parse(&["--monitor", "0.5"]).unwrap().monitor.is_some());
+        assert_eq!(
+            parse(&["--bandwidth-source", "cgroupfs"]).unwrap().bandwidth_source,
+            BandwidthSource::Cgroupfs
+        );
     }
 }

@@ -40,6 +40,30 @@ pub struct CgroupMetrics {
 
 #[stat_doc]
 #[derive(Clone, Debug, Default, Serialize, Deserialize, Stats)]
+#[stat(_om_prefix = "b_", _om_label = "cgroup")]
+pub struct BandwidthMetrics {
+    #[stat(desc = "cpu.max quota, percent of one CPU")]
+    pub quota_pct: f64,
+    #[stat(desc = "cpu.max period (us)")]
+    pub period_us: u64,
+    #[stat(desc = "cpu.max.burst (us)")]
+    pub burst_us: u64,
+    #[stat(desc = "CPU used over the interval, percent of one CPU (own tasks)")]
+    pub cpu_pct: f64,
+    #[stat(desc = "CPU used since the scheduler started (us, own tasks)")]
+    pub usage_usec: u64,
+    #[stat(desc = "Periods with activity (as cpu.stat nr_periods)")]
+    pub nr_periods: u64,
+    #[stat(desc = "Times the cgroup ran out of quota (as cpu.stat nr_throttled)")]
+    pub nr_throttled: u64,
+    #[stat(desc = "Time spent throttled (us, as cpu.stat throttled_usec)")]
+    pub throttled_usec: u64,
+    #[stat(desc = "Throttled right now (1) or not (0)")]
+    pub throttled: u32,
+}
+
+#[stat_doc]
+#[derive(Clone, Debug, Default, Serialize, Deserialize, Stats)]
 #[stat(top)]
 pub struct Metrics {
     #[stat(desc = "Possible CPUs")]
@@ -80,8 +104,12 @@ pub struct Metrics {
     pub rescues: u64,
     #[stat(desc = "Wakeups that preempted a CPU serving a later cgroup")]
     pub wake_preempts: u64,
+    #[stat(desc = "cpu.max: cgroups that ran out of quota over the interval")]
+    pub bw_throttles: u64,
     #[stat(desc = "Busiest cgroups over the interval")]
     pub cgroups: BTreeMap<String, CgroupMetrics>,
+    #[stat(desc = "Every cgroup with a cpu.max limit")]
+    pub bandwidth: BTreeMap<String, BandwidthMetrics>,
 }
 
 /// Cumulative state the scheduler hands to stats clients.
@@ -113,6 +141,30 @@ pub fn metrics_between(prev: &Snapshot, cur: &Snapshot) -> Metrics {
         TOP_CGROUPS,
         cur.hweight_one,
     );
+    let elapsed = cur.at_ns.saturating_sub(prev.at_ns).max(1) as f64;
+    let bandwidth = cur
+        .cgroups
+        .iter()
+        .filter(|(_, c)| c.bw_quota_ns > 0)
+        .map(|(name, c)| {
+            let before = prev.cgroups.get(name).map(|p| p.usage_ns).unwrap_or(0);
+            let used = c.usage_ns.checked_sub(before).unwrap_or(c.usage_ns);
+            (
+                name.clone(),
+                BandwidthMetrics {
+                    quota_pct: crate::bandwidth::quota_pct(c.bw_quota_ns, c.bw_period_ns),
+                    period_us: c.bw_period_ns / 1000,
+                    burst_us: c.bw_burst_ns / 1000,
+                    cpu_pct: used as f64 * 100.0 / elapsed,
+                    usage_usec: c.usage_ns / 1000,
+                    nr_periods: c.bw_nr_periods,
+                    nr_throttled: c.bw_nr_throttled,
+                    throttled_usec: c.bw_throttled_ns / 1000,
+                    throttled: c.bw_throttled as u32,
+                },
+            )
+        })
+        .collect();
     Metrics {
         nr_cpus: cur.nr_cpus,
         nr_runnable_cgroups: cur.nr_runnable_cgroups,
@@ -132,6 +184,8 @@ pub fn metrics_between(prev: &Snapshot, cur: &Snapshot) -> Metrics {
         pick_empty: d(agentcg_stat_idx_STAT_PICK_EMPTY),
         pick_giveups: d(agentcg_stat_idx_STAT_PICK_GIVEUP),
         rescues: d(agentcg_stat_idx_STAT_RESCUE),
+        bw_throttles: d(agentcg_stat_idx_STAT_BW_THROTTLE),
+        bandwidth,
         wake_preempts: d(agentcg_stat_idx_STAT_WAKE_PREEMPT),
         cgroups: rows
             .into_iter()
@@ -175,6 +229,26 @@ impl Metrics {
             self.rescues,
             self.wake_preempts,
         )?;
+        if !self.bandwidth.is_empty() {
+            writeln!(
+                w,
+                "  {:<40} {:>7} {:>7} {:>9} {:>9} {:>12} {:>4}",
+                "cpu.max", "quota%", "cpu%", "periods", "throttled", "thr_usec", "now"
+            )?;
+            for (name, b) in &self.bandwidth {
+                writeln!(
+                    w,
+                    "  {:<40} {:>7.1} {:>7.1} {:>9} {:>9} {:>12} {:>4}",
+                    name,
+                    b.quota_pct,
+                    b.cpu_pct,
+                    b.nr_periods,
+                    b.nr_throttled,
+                    b.throttled_usec,
+                    if b.throttled != 0 { "thr" } else { "" }
+                )?;
+            }
+        }
         if self.cgroups.is_empty() {
             return Ok(());
         }
@@ -215,6 +289,7 @@ pub fn server_data() -> StatsServerData<(), Snapshot> {
     StatsServerData::new()
         .add_meta(Metrics::meta())
         .add_meta(CgroupMetrics::meta())
+        .add_meta(BandwidthMetrics::meta())
         .add_ops("top", StatsOps { open, close: None })
 }
 
@@ -267,6 +342,27 @@ mod tests {
         assert!(text.starts_with("[scx_agentcg] cgroups run/act/all"));
         assert!(text.contains("dsp tree 3 "));
         assert!(text.lines().any(|l| l.trim_start().starts_with("a ") && l.contains("25.0")));
+    }
+
+    #[test]
+    fn limited_cgroups_get_bandwidth_rows() {
+        let prev = snap(0, 0, 0);
+        let mut cur = snap(1_000_000_000, 0, 200_000_000);
+        let a = cur.cgroups.get_mut("a").unwrap();
+        a.bw_quota_ns = 20_000_000;
+        a.bw_period_ns = 100_000_000;
+        a.bw_nr_periods = 10;
+        a.bw_nr_throttled = 9;
+        a.bw_throttled_ns = 700_000_000;
+        let m = metrics_between(&prev, &cur);
+        let b = &m.bandwidth["a"];
+        assert!((b.quota_pct - 20.0).abs() < 1e-9);
+        assert!((b.cpu_pct - 20.0).abs() < 1e-9);
+        assert_eq!((b.period_us, b.nr_periods, b.nr_throttled, b.throttled_usec), (100_000, 10, 9, 700_000));
+        let mut out = Vec::new();
+        m.format(&mut out).unwrap();
+        assert!(String::from_utf8(out).unwrap().contains("cpu.max"));
+        assert!(metrics_between(&prev, &snap(1, 0, 0)).bandwidth.is_empty());
     }
 
     #[test]

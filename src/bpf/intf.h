@@ -10,6 +10,7 @@
 typedef unsigned long long u64;
 typedef unsigned int u32;
 typedef int s32;
+typedef long long s64;
 typedef unsigned char u8;
 #endif
 
@@ -23,6 +24,8 @@ enum agentcg_consts {
 	AGENTCG_PICK_RETRIES	= 16,
 	/* how far (in cgroup slices of vtime) a cgroup may lag its ancestors */
 	AGENTCG_HERD_SLACK	= 2,
+	/* shortest slice cpu.max clipping gives a task */
+	AGENTCG_BW_MIN_SLICE_NS	= 100000,
 };
 
 /* DSQ ids: cgroup DSQs use the cgroup id (the directory's inode number) */
@@ -46,6 +49,9 @@ enum agentcg_stat_idx {
 	STAT_REQUEUE,		/* popped node requeued: its key moved (usage, herd floor) */
 	STAT_PICK_GIVEUP,	/* dispatch ran out of tree retries */
 	STAT_RESCUE,		/* a cgroup with queued tasks put back in the tree late */
+	STAT_BW_THROTTLE,	/* cpu.max: a cgroup ran out of budget */
+	STAT_BW_PARK,		/* cpu.max: a throttled cgroup's node parked */
+	STAT_BW_UNPARK,		/* cpu.max: a parked node back in the tree */
 	STAT_WAKE_PREEMPT,	/* a waking task preempted a CPU serving a later cgroup */
 	AGENTCG_NR_STATS,
 };
@@ -74,6 +80,26 @@ struct cgrp_ctx {
 	u64 enq_seq;		/* tasks enqueued so far (picker race check) */
 	u64 usage_ns;		/* CPU time of this cgroup's own tasks */
 	u64 nr_dispatches;	/* tasks dispatched from this cgroup's DSQ */
+
+	/* cpu.max (bandwidth.bpf.h); bw_quota_ns == 0: not limited */
+	u64 bw_period_ns;
+	u64 bw_quota_ns;
+	u64 bw_burst_ns;
+	s64 bw_runtime;		/* budget left in this period */
+	u64 bw_throttled;
+	u64 bw_period_used;
+	u64 bw_throttled_at;
+	u64 bw_nr_periods;
+	u64 bw_nr_throttled;
+	u64 bw_throttled_ns;
+};
+
+/* argument of the agentcg_set_bandwidth syscall program */
+struct bw_args {
+	u64 cgid;
+	u64 period_us;
+	u64 quota_us;
+	u64 burst_us;
 };
 
 #endif /* __AGENTCG_INTF_H */

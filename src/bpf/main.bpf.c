@@ -49,6 +49,8 @@ const volatile u64 slice_ns = 3000000;	/* task slice */
 const volatile u64 cgrp_slice_ns = 3000000; /* how long a CPU sticks to a cgroup */
 const volatile bool wake_preempt = true;
 const volatile bool herd_control = true;	/* off only for comparisons */
+/* cpu.max comes from ops.cgroup_set_bandwidth (else from userspace) */
+const volatile bool use_kernel_bandwidth = true;
 
 u64 cvtime_now;		/* charged vtime of the last cgroup picked */
 u64 hweight_gen = 1;	/* bumped when any active weight sum changes */
@@ -115,6 +117,8 @@ struct cgrp_node {
 
 private(TREE) struct bpf_spin_lock tree_lock;
 private(TREE) struct bpf_rb_root tree __contains(cgrp_node, rb);
+/* nodes of cgroups throttled by cpu.max (see bandwidth.bpf.h) */
+private(TREE) struct bpf_rb_root parked __contains(cgrp_node, rb);
 
 /* Each cgroup owns one node; it lives here while not in the tree. */
 struct node_stash {
@@ -176,6 +180,8 @@ static __always_inline u64 scale_by_hweight(u64 ns, u64 hw)
 {
 	return ns * AGENTCG_HWEIGHT_ONE / (hw ?: 1);
 }
+
+#include "bandwidth.bpf.h"
 
 /*
  * Recompute the hweights along @cgrp's path if any active weight sum
@@ -303,12 +309,12 @@ static void update_activity(struct cgroup *cgrp, bool runnable)
 
 /*
  * Herd control: the lowest cvtime @cgrp may have, given its non-root strict
- * ancestors' group vtimes. Children legitimately sit a little behind their
- * parent's gvtime (activation offsets), so only a lag beyond
- * AGENTCG_HERD_SLACK cgroup slices counts. Returns false if @cgrp has no
- * such ancestor.
+ * ancestors' group vtimes. A child legitimately lags its parent's gvtime by
+ * about one of its own cgroup slices (siblings run in between), so only a
+ * lag beyond AGENTCG_HERD_SLACK of its own slices, in its own vtime units,
+ * counts. Returns false if @cgrp has no such ancestor.
  */
-static bool herd_floor(struct cgroup *cgrp, u64 *floorp)
+static bool herd_floor(struct cgroup *cgrp, struct cgrp_ctx *cgc, u64 *floorp)
 {
 	u64 floor = 0;
 	struct cgrp_ctx *c;
@@ -322,7 +328,8 @@ static bool herd_floor(struct cgroup *cgrp, u64 *floorp)
 		floor = any ? vtime_max(floor, c->gvtime) : c->gvtime;
 		any = true;
 	}
-	*floorp = floor - AGENTCG_HERD_SLACK * cgrp_slice_ns;
+	*floorp = floor - AGENTCG_HERD_SLACK *
+		scale_by_hweight(cgrp_slice_ns, cgc->hweight_own);
 	return any;
 }
 
@@ -336,7 +343,7 @@ static u64 cgrp_key(struct cgroup *cgrp, struct cgrp_ctx *cgc)
 {
 	u64 floor;
 
-	if (herd_control && herd_floor(cgrp, &floor) &&
+	if (herd_control && herd_floor(cgrp, cgc, &floor) &&
 	    vtime_before(cgc->cvtime, floor))
 		cgc->cvtime = floor;
 	return cgc->cvtime + cgc->reserved;
@@ -357,6 +364,8 @@ static void charge(struct cgroup *cgrp, struct cgrp_ctx *cgc, u64 ns)
 		if (!c)
 			break;
 		__sync_fetch_and_add(&c->gvtime, scale_by_hweight(ns, c->hweight));
+		if (nr_bw_cgroups)
+			bw_charge_one(c, ns);
 	}
 }
 
@@ -517,6 +526,16 @@ static bool pick_from_tree(struct cpu_ctx *cpuc, u64 now)
 			continue;
 		}
 
+		if (bw_throttled(cgrp)) {
+			/* cpu.max: off the tree until the refill timer says so */
+			stat_inc(STAT_BW_PARK);
+			bpf_spin_lock(&tree_lock);
+			bpf_rbtree_add(&parked, &node->rb, node_less);
+			bpf_spin_unlock(&tree_lock);
+			bpf_cgroup_release(cgrp);
+			continue;
+		}
+
 		/*
 		 * The front cgroup's charged vtime (without reservations) is
 		 * the progress every wake-up credit is measured against.
@@ -573,7 +592,7 @@ s32 BPF_STRUCT_OPS(agentcg_select_cpu, struct task_struct *p, s32 prev_cpu,
 	s32 cpu;
 
 	cpu = scx_bpf_select_cpu_dfl(p, prev_cpu, wake_flags, &is_idle);
-	if (is_idle) {
+	if (is_idle && !task_bw_throttled(p)) {
 		/* charged to the cgroup in stopping() like any other run */
 		stat_inc(STAT_IDLE_LOCAL);
 		scx_bpf_dsq_insert(p, SCX_DSQ_LOCAL, slice_ns, 0);
@@ -652,7 +671,7 @@ void BPF_STRUCT_OPS(agentcg_enqueue, struct task_struct *p, u64 enq_flags)
 	 * The CPU found nothing else to run: keep @p on it. It is charged at
 	 * tick and stop like any other run.
 	 */
-	if (enq_flags & SCX_ENQ_LAST) {
+	if ((enq_flags & SCX_ENQ_LAST) && !task_bw_throttled(p)) {
 		stat_inc(STAT_LAST_LOCAL);
 		scx_bpf_dsq_insert(p, SCX_DSQ_LOCAL, slice_ns, enq_flags);
 		return;
@@ -692,6 +711,71 @@ out:
 	bpf_cgroup_release(cgrp);
 }
 
+/*
+ * A refill unthrottled a cgroup: move parked nodes back into the tree.
+ * Nodes whose cgroup is still throttled get parked again when popped.
+ */
+static void unpark(void)
+{
+	const struct cpumask *idle;
+	struct bpf_rb_node *rb;
+	struct cgrp_node *node;
+	struct cgroup *cgrp;
+	struct cgrp_ctx *cgc;
+	s32 cpu;
+	u32 i;
+
+	if (!bw_unpark_pending ||
+	    !__sync_val_compare_and_swap(&bw_unpark_pending, 1, 0))
+		return;
+
+	bpf_for(i, 0, 64) {
+		bpf_spin_lock(&tree_lock);
+		rb = bpf_rbtree_first(&parked);
+		if (rb)
+			rb = bpf_rbtree_remove(&parked, rb);
+		bpf_spin_unlock(&tree_lock);
+		if (!rb)
+			return;
+		node = container_of(rb, struct cgrp_node, rb);
+		cgrp = bpf_cgroup_from_id(node->cgid);
+		if (!cgrp) {
+			bpf_obj_drop(node);
+			continue;
+		}
+		cgc = cgrp_ctx_of(cgrp);
+		if (cgc)
+			node->key = cgrp_key(cgrp, cgc);
+		bpf_cgroup_release(cgrp);
+		bpf_spin_lock(&tree_lock);
+		bpf_rbtree_add(&tree, &node->rb, node_less);
+		bpf_spin_unlock(&tree_lock);
+		stat_inc(STAT_BW_UNPARK);
+		idle = scx_bpf_get_idle_cpumask();
+		cpu = bpf_cpumask_any_distribute(idle);
+		scx_bpf_put_idle_cpumask(idle);
+		if (cpu < nr_cpus)
+			scx_bpf_kick_cpu(cpu, SCX_KICK_IDLE);
+	}
+	bw_unpark_pending = 1;	/* more left: the next dispatch goes on */
+}
+
+/* Is the cgroup this CPU serves throttled by cpu.max now? */
+static bool cur_throttled(struct cpu_ctx *cpuc)
+{
+	struct cgroup *cgrp;
+	bool ret;
+
+	if (!nr_bw_throttled)
+		return false;
+	cgrp = bpf_cgroup_from_id(cpuc->cur_cgid);
+	if (!cgrp)
+		return false;
+	ret = bw_throttled(cgrp);
+	bpf_cgroup_release(cgrp);
+	return ret;
+}
+
 void BPF_STRUCT_OPS(agentcg_dispatch, s32 cpu, struct task_struct *prev)
 {
 	struct cpu_ctx *cpuc = this_cpu_ctx();
@@ -700,6 +784,7 @@ void BPF_STRUCT_OPS(agentcg_dispatch, s32 cpu, struct task_struct *prev)
 	if (!cpuc)
 		return;
 	rescue_pending(cpuc);
+	unpark();
 
 	/* pinned tasks and the tree take turns on this CPU */
 	if (!cpuc->pinned_last && scx_bpf_dsq_move_to_local(PINNED_DSQ(cpu), 0)) {
@@ -710,7 +795,7 @@ void BPF_STRUCT_OPS(agentcg_dispatch, s32 cpu, struct task_struct *prev)
 	cpuc->pinned_last = false;
 
 	if (cpuc->cur_cgid) {
-		if (vtime_before(now, cpuc->cur_until) &&
+		if (vtime_before(now, cpuc->cur_until) && !cur_throttled(cpuc) &&
 		    scx_bpf_dsq_move_to_local(cpuc->cur_cgid, 0)) {
 			stat_inc(STAT_CGRP_STICKY);
 			return;
@@ -763,6 +848,19 @@ void BPF_STRUCT_OPS(agentcg_running, struct task_struct *p)
 	cgrp = scx_bpf_task_cgroup(p);
 	if (!cgrp)
 		return;
+	if (nr_bw_cgroups) {
+		/*
+		 * cpu.max: every CPU may be running a task of the same limited
+		 * cgroup, so each gets at most its share of the budget left.
+		 */
+		s64 rem = bw_remaining(cgrp);
+
+		if (rem != BW_NO_LIMIT)
+			rem /= nr_cpus;
+		if (rem < (s64)p->scx.slice)
+			p->scx.slice = rem > AGENTCG_BW_MIN_SLICE_NS ?
+				rem : AGENTCG_BW_MIN_SLICE_NS;
+	}
 	cgc = cgrp_ctx_of(cgrp);
 	/* racy max across CPUs; a small error only shifts one task's credit */
 	if (cgc && vtime_before(cgc->tvtime_now, p->scx.dsq_vtime))
@@ -809,6 +907,9 @@ void BPF_STRUCT_OPS(agentcg_tick, struct task_struct *p)
 	charge_task(p);
 	if (cpuc)
 		rescue_pending(cpuc);
+	/* cpu.max: a task whose cgroup ran out of budget stops now */
+	if (!(p->flags & PF_EXITING) && task_bw_throttled(p))
+		p->scx.slice = 0;
 }
 
 void BPF_STRUCT_OPS(agentcg_stopping, struct task_struct *p, bool runnable)
@@ -878,12 +979,17 @@ s32 BPF_STRUCT_OPS_SLEEPABLE(agentcg_cgroup_init, struct cgroup *cgrp,
 	node = bpf_kptr_xchg(&st->node, node);
 	if (node)
 		bpf_obj_drop(node);
+	if (use_kernel_bandwidth)
+		bw_apply(cgrp, args->bw_period_us, args->bw_quota_us, args->bw_burst_us);
 	return 0;
 }
 
 void BPF_STRUCT_OPS(agentcg_cgroup_exit, struct cgroup *cgrp)
 {
 	u64 cgid = cgrp->kn->id;
+
+	/* drop the cgroup's cpu.max state and timer */
+	bw_apply(cgrp, 0, (u64)-1, 0);
 
 	/* a node still in the tree is dropped when it is next popped */
 	bpf_map_delete_elem(&node_stashes, &cgid);
@@ -910,6 +1016,31 @@ void BPF_STRUCT_OPS(agentcg_cgroup_set_weight, struct cgroup *cgrp, u32 weight)
 	cgc->weight = weight;
 	bpf_spin_unlock(&tree_lock);
 	__sync_fetch_and_add(&hweight_gen, 1);
+}
+
+void BPF_STRUCT_OPS(agentcg_cgroup_set_bandwidth, struct cgroup *cgrp,
+		    u64 period_us, u64 quota_us, u64 burst_us)
+{
+	if (use_kernel_bandwidth)
+		bw_apply(cgrp, period_us, quota_us, burst_us);
+}
+
+/*
+ * Userspace path for kernels without ops.cgroup_set_bandwidth() (and for
+ * --bandwidth-source cgroupfs): apply the cpu.max userspace read.
+ */
+SEC("syscall")
+int agentcg_set_bandwidth(struct bw_args *args)
+{
+	struct cgroup *cgrp;
+	s32 ret;
+
+	cgrp = bpf_cgroup_from_id(args->cgid);
+	if (!cgrp)
+		return -ENOENT;
+	ret = bw_apply(cgrp, args->period_us, args->quota_us, args->burst_us);
+	bpf_cgroup_release(cgrp);
+	return ret;
 }
 
 s32 BPF_STRUCT_OPS_SLEEPABLE(agentcg_init)
@@ -945,6 +1076,7 @@ SCX_OPS_DEFINE(agentcg_ops,
 	       .cgroup_init		= (void *)agentcg_cgroup_init,
 	       .cgroup_exit		= (void *)agentcg_cgroup_exit,
 	       .cgroup_set_weight	= (void *)agentcg_cgroup_set_weight,
+	       .cgroup_set_bandwidth	= (void *)agentcg_cgroup_set_bandwidth,
 	       .init			= (void *)agentcg_init,
 	       .exit			= (void *)agentcg_exit,
 	       .name			= "agentcg");

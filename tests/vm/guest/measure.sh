@@ -35,3 +35,12 @@ max_dev() {
 
 # spin_in CG THREADS SECS: background spinners in CG (output discarded).
 spin_in() { agentcg-load spin --cgroup "$1" --threads "$2" --duration "$3" > /dev/null & }
+
+# within VALUE WANT PCT: VALUE within PCT percent (relative) of WANT.
+within() { awk -v v="$1" -v w="$2" -v p="$3" 'BEGIN { d = v - w; if (d < 0) d = -d; exit !(d <= w * p / 100) }'; }
+
+# cg_max CG "QUOTA PERIOD" [BURST]: set cpu.max (and cpu.max.burst).
+cg_max() {
+    echo "$2" > "$(cg_path "$1")/cpu.max" || return 1
+    [ -z "${3:-}" ] || echo "$3" > "$(cg_path "$1")/cpu.max.burst"
+}

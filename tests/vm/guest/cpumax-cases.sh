@@ -1,0 +1,103 @@
+# In-BPF cpu.max cases, sourced by scenarios/cpumax*.sh with the scheduler
+# flags in $SCHED_FLAGS. Usage is read from the kernel's own cpu.stat, with a
+# busy unlimited neighbour in every case but the nested one.
+. /lib/agentcg/lib.sh
+. /lib/agentcg/measure.sh
+
+sched_start $SCHED_FLAGS || fail "scheduler did not start"
+case $SCHED_FLAGS in
+    *cgroupfs*) want="cpu.max: read from cgroupfs" ;;
+    *) want="cpu.max: delivered by the kernel" ;;
+esac
+check "the log says which cpu.max path is in use ($want)" grep -q "$want" "$SCHED_LOG"
+cg_new nb 100 > /dev/null || fail "cgroup nb"
+spin_in nb 4 400   # the neighbour stays busy for the whole scenario
+
+# limit CG "QUOTA PERIOD" SPINNERS WANT_PCT: spinners in a limited cgroup
+limit_case() {
+    cg_new "$1" 100 > /dev/null && cg_max "$1" "$2" || { failed "setup $1"; return; }
+    sleep 0.3
+    spin_in "$1" "$3" 13
+    sleep 2
+    u=$(cg_cpu_pct 10 "$1")
+    log "$1: cpu.max '$2', $3 spinners: $u % of a CPU (quota $4 %)"
+    check "cpu.max '$2': usage $u % within 5 % of $4 %" within "$u" "$4" 5
+    wait_until 15 sh -c "! grep -q . $(cg_path "$1")/cgroup.procs"
+}
+limit_case q10 "10000 100000" 3 10
+limit_case q50 "50000 100000" 3 50
+limit_case q150 "150000 100000" 4 150
+
+# nested: parent 50 %, unlimited children weighted 100/300, four spinners
+# each (so either could fill every CPU); the neighbour pauses meanwhile
+kill $(cat "$(cg_path nb)/cgroup.procs") 2>/dev/null
+cg_new P 100 > /dev/null && cg_max P "50000 100000" && cg_new P/c1 100 > /dev/null \
+    && cg_new P/c3 300 > /dev/null || failed "nested setup"
+spin_in P/c1 4 13; spin_in P/c3 4 13
+sleep 2
+a1=$(cg_usage_us P/c1); a3=$(cg_usage_us P/c3); sleep 10; b1=$(cg_usage_us P/c1); b3=$(cg_usage_us P/c3)
+tot=$(calc "(($b1 - $a1) + ($b3 - $a3)) / 100000")
+r=$(calc "($b3 - $a3) / (($b1 - $a1) + 1)")
+log "nested: P total $tot % (quota 50 %), c3/c1 = $r (weights 3:1)"
+check "nested: parent total $tot % within 5 % of 50 %" within "$tot" 50 5
+check "nested: children split by weight, about 1:3 ($r, want 3 +- 20 %)" within "$r" 3 20
+wait_until 15 sh -c "! grep -q . $(cg_path P/c1)/cgroup.procs"
+spin_in nb 4 400
+
+# burst: quota 100 ms per 1 s with 100 ms of burst. The refill timer starts
+# when the limit is applied; after 2.5 idle seconds the budget is quota +
+# burst (200 ms). Spinners started then may spend all of it and no more
+# before the next refill at about +3 s; usage is read at +2.75 s. Without burst
+# they would get 100 ms.
+cg_new bu 100 > /dev/null || failed "burst setup"
+t0=$(cut -d' ' -f1 /proc/uptime)
+cg_max bu "100000 1000000" 100000 || failed "burst limits"
+sleep 2.5
+a=$(cg_usage_us bu)
+spin_in bu 4 2
+until fge "$(calc "$(cut -d' ' -f1 /proc/uptime) - $t0")" 2.75; do sleep 0.02; done
+used=$(calc "($(cg_usage_us bu) - $a) / 1000")
+t2=$(calc "$(cut -d' ' -f1 /proc/uptime) - $t0")
+log "burst: used $used ms from +2.5 s to +$t2 s after cpu.max was set (quota 100 ms + burst 100 ms available)"
+check "burst: used the burst ($used ms >= 180)" fge "$used" 180
+# the design's worst-case overrun: one 4 ms tick per CPU (bandwidth.bpf.h)
+check "burst: never more than quota + burst + overrun bound ($used ms <= 216)" fle "$used" 216
+wait_until 15 sh -c "! grep -q . $(cg_path bu)/cgroup.procs"
+
+# runtime changes: 20 % -> 60 % -> max while spinning
+cg_new rc 100 > /dev/null && cg_max rc "20000 100000" || failed "change setup"
+spin_in rc 3 12
+sleep 2
+u=$(cg_cpu_pct 2 rc); check "change: 20 % applies ($u %)" within "$u" 20 10
+cg_max rc "60000 100000"; sleep 0.2
+u=$(cg_cpu_pct 2 rc); check "change: 60 % applies within a period ($u %)" within "$u" 60 10
+echo "max 100000" > "$(cg_path rc)/cpu.max"; sleep 0.2
+u=$(cg_cpu_pct 2 rc); check "change: max lifts the limit ($u % > 150 %)" fge "$u" 150
+wait_until 15 sh -c "! grep -q . $(cg_path rc)/cgroup.procs"
+
+# odd but valid values: a long period, and a tiny quota with a fork storm
+cg_new lp 100 > /dev/null && cg_max lp "500000 1000000" || failed "long period setup"
+sleep 0.3
+spin_in lp 2 9
+sleep 1
+u=$(cg_cpu_pct 6 lp); log "period 1 s, quota 0.5 s: $u %"
+check "period 1 s: usage $u % within 10 % of 50 %" within "$u" 50 10
+cg_new tiny 100 > /dev/null && cg_max tiny "1000 1000000" || failed "tiny setup"
+sleep 0.5   # applied within a period (the cgroupfs source polls every 100 ms)
+agentcg-load forkstorm --cgroup tiny --procs 2 --duration 8 > /tmp/tiny.out &
+spin_in tiny 2 8
+u=$(cg_cpu_pct 6 tiny); log "quota 1 ms per 1 s with a fork storm: $u %"
+check "tiny quota holds ($u % <= 1 %)" fle "$u" 1
+# removing the limit lets the storm finish and report
+echo "max 1000000" > "$(cg_path tiny)/cpu.max"
+wait_until 30 sh -c "! grep -q . $(cg_path tiny)/cgroup.procs"
+check "fork storm in the tiny cgroup finished once the limit was removed" test -s /tmp/tiny.out
+
+agentcg-load rawreq /var/run/scx/root/stats '{"req":"stats","args":{"target":"top"}}' > /tmp/bw.json
+check "stats list limited cgroups" grep -q '"bandwidth":{.*"q10":{' /tmp/bw.json
+check "stats count throttling" grep -q '"q10":{[^}]*"nr_throttled":[1-9]' /tmp/bw.json
+check "scheduler still running" sched_alive
+sched_stop INT
+check_eq "exit status" 0 "$SCHED_RC"
+check "no sched_ext errors in dmesg" ! dmesg_sched_errors
+finish
