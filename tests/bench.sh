@@ -19,7 +19,7 @@ SMP=4 MEM=4G
 eval "$(tests/vm/kernel.sh)"
 mkdir -p target/bench
 log=target/bench/vm.log
-tests/vm/run.sh --smp $SMP --mem $MEM --timeout 900 tests/vm/bench/bench.sh "${BENCH_WINDOW:-10}" \
+tests/vm/run.sh --smp $SMP --mem $MEM --timeout 1500 tests/vm/bench/bench.sh "${BENCH_WINDOW:-10}" \
     | tee "$log"
 
 table=$(sed -n '/BENCH-TABLE-BEGIN/,/BENCH-TABLE-END/p' "$log" | grep '^|' || true)

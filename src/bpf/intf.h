@@ -24,6 +24,9 @@ enum agentcg_consts {
 	AGENTCG_PICK_RETRIES	= 16,
 	/* how far (in cgroup slices of vtime) a cgroup may lag its ancestors */
 	AGENTCG_HERD_SLACK	= 2,
+	/* period of the stranded-cgroup sweep, and cgroups fixed per sweep */
+	AGENTCG_SWEEP_MS	= 20,
+	AGENTCG_SWEEP_BATCH	= 16,
 	/* shortest slice cpu.max clipping gives a task */
 	AGENTCG_BW_MIN_SLICE_NS	= 100000,
 };

@@ -452,6 +452,68 @@ static void rescue_pending(struct cpu_ctx *cpuc)
 	bpf_cgroup_release(cgrp);
 }
 
+/*
+ * Last line of defence against the same race: a timer sweeps every cgroup
+ * every AGENTCG_SWEEP_MS and puts back in the tree any cgroup that has
+ * queued tasks but no node there, so a stranded task waits milliseconds,
+ * never until the watchdog.
+ */
+struct sweep_timer {
+	struct bpf_timer timer;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, u32);
+	__type(value, struct sweep_timer);
+} sweep_timers SEC(".maps");
+
+struct sweep_ctx {
+	u64 cgids[AGENTCG_SWEEP_BATCH];
+	u32 n;
+};
+
+static long sweep_cb(struct bpf_map *map, u64 *cgid, struct node_stash *st,
+		     struct sweep_ctx *ctx)
+{
+	u32 n = ctx->n;
+
+	if (scx_bpf_dsq_nr_queued(*cgid) <= 0)
+		return 0;
+	if (n >= AGENTCG_SWEEP_BATCH)
+		return 1;
+	ctx->cgids[n] = *cgid;
+	ctx->n = n + 1;
+	return 0;
+}
+
+static int sweep_timer_fn(void *map, u32 *key, struct sweep_timer *t)
+{
+	struct sweep_ctx ctx = {};
+	struct cgroup *cgrp;
+	struct cgrp_ctx *cgc;
+	u32 i;
+
+	bpf_for_each_map_elem(&node_stashes, sweep_cb, &ctx, 0);
+	bpf_for(i, 0, AGENTCG_SWEEP_BATCH) {
+		if (i >= ctx.n)
+			break;
+		cgrp = bpf_cgroup_from_id(ctx.cgids[i]);
+		if (!cgrp)
+			continue;
+		cgc = cgrp_ctx_of(cgrp);
+		if (cgc && !cgc->queued) {
+			stat_inc(STAT_RESCUE);
+			cgrp_enqueued(cgrp, cgc);
+			scx_bpf_kick_cpu(bpf_get_smp_processor_id(), 0);
+		}
+		bpf_cgroup_release(cgrp);
+	}
+	bpf_timer_start(&t->timer, AGENTCG_SWEEP_MS * 1000000ULL, 0);
+	return 0;
+}
+
 /* Stop serving the CPU's current cgroup and return its reservation. */
 static void release_cur(struct cpu_ctx *cpuc)
 {
@@ -996,6 +1058,26 @@ void BPF_STRUCT_OPS(agentcg_cgroup_exit, struct cgroup *cgrp)
 	scx_bpf_destroy_dsq(cgid);
 }
 
+/*
+ * A task moves between cgroups: keep its position relative to the task
+ * vtime frontier, but in the new cgroup's frame (task vtimes of different
+ * cgroups are unrelated). Activity and charging follow by themselves:
+ * quiescent() and runnable() see the old and the new cgroup.
+ */
+void BPF_STRUCT_OPS(agentcg_cgroup_move, struct task_struct *p,
+		    struct cgroup *from, struct cgroup *to)
+{
+	struct cgrp_ctx *fc = cgrp_ctx_of(from), *tc = cgrp_ctx_of(to);
+	s64 delta;
+
+	if (!fc || !tc)
+		return;
+	delta = (s64)(p->scx.dsq_vtime - fc->tvtime_now);
+	if (delta < -(s64)slice_ns)
+		delta = -(s64)slice_ns;
+	p->scx.dsq_vtime = tc->tvtime_now + delta;
+}
+
 void BPF_STRUCT_OPS(agentcg_cgroup_set_weight, struct cgroup *cgrp, u32 weight)
 {
 	struct cgrp_ctx *cgc, *parent = NULL;
@@ -1045,7 +1127,18 @@ int agentcg_set_bandwidth(struct bw_args *args)
 
 s32 BPF_STRUCT_OPS_SLEEPABLE(agentcg_init)
 {
+	struct sweep_timer *st;
+	u32 zero = 0;
 	s32 ret, cpu;
+
+	st = bpf_map_lookup_elem(&sweep_timers, &zero);
+	if (!st)
+		return -ENOENT;
+	bpf_timer_init(&st->timer, &sweep_timers, CLOCK_MONOTONIC);
+	bpf_timer_set_callback(&st->timer, sweep_timer_fn);
+	ret = bpf_timer_start(&st->timer, AGENTCG_SWEEP_MS * 1000000ULL, 0);
+	if (ret)
+		return ret;
 
 	ret = scx_bpf_create_dsq(AGENTCG_FALLBACK_DSQ, -1);
 	if (ret)
@@ -1075,6 +1168,7 @@ SCX_OPS_DEFINE(agentcg_ops,
 	       .init_task		= (void *)agentcg_init_task,
 	       .cgroup_init		= (void *)agentcg_cgroup_init,
 	       .cgroup_exit		= (void *)agentcg_cgroup_exit,
+	       .cgroup_move		= (void *)agentcg_cgroup_move,
 	       .cgroup_set_weight	= (void *)agentcg_cgroup_set_weight,
 	       .cgroup_set_bandwidth	= (void *)agentcg_cgroup_set_bandwidth,
 	       .init			= (void *)agentcg_init,

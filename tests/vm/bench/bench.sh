@@ -10,6 +10,19 @@ cg_new A 100 > /dev/null; cg_new A/B 100 > /dev/null; cg_new A/C 100 > /dev/null
 cg_new noisy 100 > /dev/null; cg_new probe 100 > /dev/null; cg_new pairs 100 > /dev/null
 cg_new H 50 > /dev/null; cg_new HD 200 > /dev/null
 i=1; while [ $i -le 32 ]; do cg_new H/k$i > /dev/null; i=$((i + 1)); done
+cg_new bwnb 100 > /dev/null
+cg_new q10 100 > /dev/null && cg_max q10 "10000 100000"
+cg_new q50 100 > /dev/null && cg_max q50 "50000 100000"
+cg_new q150 100 > /dev/null && cg_max q150 "150000 100000"
+cg_new QP 100 > /dev/null && cg_max QP "50000 100000"
+cg_new QP/c1 100 > /dev/null; cg_new QP/c3 300 > /dev/null
+
+# cpu.max case: CG SPINNERS -> usage in % of one CPU, with a busy neighbour
+bw_case() {
+    spin_in bwnb 4 $((WIN + 3)); spin_in "$1" "$2" $((WIN + 3))
+    sleep 2; u=$(cg_cpu_pct $WIN "$1"); drain
+    echo "$1 $u" >> "$out"
+}
 
 drain() { wait_until 30 sh -c '! pidof agentcg-load' > /dev/null; }
 
@@ -39,6 +52,13 @@ run_cases() {
     spin_in HD 4 $((WIN + 3))
     sleep 2; s=$(cg_shares $WIN H HD); drain
     echo "herd $s" >> "$out"
+
+    bw_case q10 3; bw_case q50 3; bw_case q150 4
+    spin_in QP/c1 4 $((WIN + 3)); spin_in QP/c3 4 $((WIN + 3))
+    sleep 2
+    a1=$(cg_usage_us QP/c1); a3=$(cg_usage_us QP/c3); sleep $WIN; b1=$(cg_usage_us QP/c1); b3=$(cg_usage_us QP/c3)
+    drain
+    echo "qnest $(calc "(($b1 - $a1) + ($b3 - $a3)) / ($WIN * 10000)") $(calc "($b3 - $a3) / (($b1 - $a1) + 1)")" >> "$out"
     log "$1 done: $(tr '\n' ';' < "$out")"
 }
 
@@ -56,7 +76,11 @@ for L in cfs agentcg; do
     eval "lat_$L=\"\$(kv p50_us \"\$(get $L lat)\") / \$(kv p99_us \"\$(get $L lat)\")\""
     eval "pp_$L=\$(kv per_sec \"\$(get $L pp)\")"
     eval "herd_$L=\$(kv H \"\$(get $L herd)\")"
+    for q in q10 q50 q150; do eval "${q}_$L=\$(get $L $q | awk '{ print \$2 }')"; done
+    eval "qnest_$L=\"\$(get $L qnest | awk '{ printf \"%.1f %%, c3/c1 %.2f\", \$2, \$3 }')\""
 done
+# |used - quota| as a percentage of the quota
+err() { awk -v u="$1" -v q="$2" 'BEGIN { d = u - q; if (d < 0) d = -d; printf "%.1f", d * 100 / q }'; }
 ratio=$(awk -v a="$pp_agentcg" -v b="$pp_cfs" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "n/a" }')
 
 echo "BENCH-TABLE-BEGIN"
@@ -67,6 +91,10 @@ echo "| nested A(100){B,C}, D(200), share % (want 16.7 / 16.7 / 66.7) | $nested_
 echo "| wakeup latency p50 / p99 (us), probe vs 8 spinners in a noisy cgroup | $lat_cfs | $lat_agentcg | report |"
 echo "| message pairs (2 pairs), round trips/s | $pp_cfs | $pp_agentcg (x$ratio) | >= 0.95x CFS |"
 echo "| herd: 32 bursty children of H(50) vs busy D(200), H share % (entitled 20.0) | $herd_cfs | $herd_agentcg | <= 20 + 3 |"
+echo "| cpu.max 10 %, 3 spinners + busy neighbour: usage % of a CPU (error % of quota) | $q10_cfs ($(err $q10_cfs 10)) | $q10_agentcg ($(err $q10_agentcg 10)) | error <= 2 % |"
+echo "| cpu.max 50 %, 3 spinners + busy neighbour | $q50_cfs ($(err $q50_cfs 50)) | $q50_agentcg ($(err $q50_agentcg 50)) | error <= 2 % |"
+echo "| cpu.max 150 %, 4 spinners + busy neighbour | $q150_cfs ($(err $q150_cfs 150)) | $q150_agentcg ($(err $q150_agentcg 150)) | error <= 2 % |"
+echo "| cpu.max nested: parent 50 %, children 100/300 (4 spinners each): parent usage, split | $qnest_cfs | $qnest_agentcg | 50 %, 3.00 |"
 echo "BENCH-TABLE-END"
 check "scheduler exited cleanly" test "$SCHED_RC" = 0
 finish
