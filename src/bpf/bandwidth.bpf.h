@@ -23,12 +23,14 @@
  * Worst-case overrun in one period: running() clips each slice to the
  * budget left divided by the number of CPUs (at least
  * AGENTCG_BW_MIN_SLICE_NS), so the CPUs together start little more than the
- * budget left. A budget is only seen to be exhausted when a charge lands
- * (a slice ends, or a tick), so a CPU may run on for up to one tick past
- * it: the overrun is at most about nr_cpus * (1 tick + min slice), e.g.
- * 4 * (4 ms + 0.1 ms) at HZ=250, and measured at about 12 ms of a 200 ms
- * budget in the VM. It is carried as debt into the next period, so usage
- * over several periods converges to the quota (within 2 % in the tests).
+ * budget left. A budget is seen to be exhausted when a charge lands (a
+ * slice ends or a tick, on any CPU running the cgroup); that CPU then
+ * preempts every other CPU running a task below the throttled cgroup
+ * (bw_kick_throttled). Slices themselves end at ticks, so the overrun is at
+ * most about one tick of every CPU running the cgroup (4 * 4 ms at HZ=250
+ * on 4 CPUs), and typically much less. It is carried as debt into the next
+ * period, so usage over several periods converges to the quota (within 2 %
+ * in the tests).
  */
 #ifndef __AGENTCG_BANDWIDTH_BPF_H
 #define __AGENTCG_BANDWIDTH_BPF_H

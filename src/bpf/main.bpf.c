@@ -80,6 +80,7 @@ struct cpu_ctx {
 	u64 cur_reserved;	/* vtime this CPU reserved in cur_cgid */
 	u64 cur_key;		/* tree key cur_cgid had when picked */
 	u64 pending_cgid;	/* cgroup this CPU last enqueued into */
+	u64 run_cgid;		/* cgroup of the task running here (cpu.max) */
 	bool pinned_last;	/* last dispatch came from the pinned DSQ */
 };
 
@@ -349,10 +350,36 @@ static u64 cgrp_key(struct cgroup *cgrp, struct cgrp_ctx *cgc)
 	return cgc->cvtime + cgc->reserved;
 }
 
+/*
+ * cpu.max: a charge just throttled a cgroup. Preempt the other CPUs running
+ * a task below it now, instead of letting each run to its next tick.
+ */
+static void bw_kick_throttled(void)
+{
+	struct cpu_ctx *cpuc;
+	struct cgroup *cgrp;
+	s32 cpu, self = bpf_get_smp_processor_id();
+
+	bpf_for(cpu, 0, nr_cpus) {
+		if (cpu == self)
+			continue;
+		cpuc = bpf_map_lookup_percpu_elem(&cpu_ctxs, &(u32){0}, cpu);
+		if (!cpuc || !cpuc->run_cgid)
+			continue;
+		cgrp = bpf_cgroup_from_id(cpuc->run_cgid);
+		if (!cgrp)
+			continue;
+		if (bw_throttled(cgrp))
+			scx_bpf_kick_cpu(cpu, SCX_KICK_PREEMPT);
+		bpf_cgroup_release(cgrp);
+	}
+}
+
 /* Charge @ns of CPU time used by a task of @cgrp. */
 static void charge(struct cgroup *cgrp, struct cgrp_ctx *cgc, u64 ns)
 {
 	struct cgrp_ctx *c;
+	u64 throttles = nr_bw_throttled;
 	u32 level;
 
 	refresh_hweight(cgrp, cgc);
@@ -367,6 +394,8 @@ static void charge(struct cgroup *cgrp, struct cgrp_ctx *cgc, u64 ns)
 		if (nr_bw_cgroups)
 			bw_charge_one(c, ns);
 	}
+	if (nr_bw_throttled > throttles)
+		bw_kick_throttled();
 }
 
 static void stash_node(u64 cgid, struct cgrp_node *node)
@@ -899,6 +928,7 @@ void BPF_STRUCT_OPS(agentcg_quiescent, struct task_struct *p, u64 deq_flags)
 
 void BPF_STRUCT_OPS(agentcg_running, struct task_struct *p)
 {
+	struct cpu_ctx *cpuc;
 	struct task_ctx *tctx;
 	struct cgroup *cgrp;
 	struct cgrp_ctx *cgc;
@@ -910,6 +940,9 @@ void BPF_STRUCT_OPS(agentcg_running, struct task_struct *p)
 	cgrp = scx_bpf_task_cgroup(p);
 	if (!cgrp)
 		return;
+	cpuc = this_cpu_ctx();
+	if (cpuc)
+		cpuc->run_cgid = cgrp->kn->id;
 	if (nr_bw_cgroups) {
 		/*
 		 * cpu.max: every CPU may be running a task of the same limited
