@@ -28,16 +28,22 @@
  * that wake together each claim a fresh wake-up credit, so together they
  * exceed the parent's share. Here every non-root ancestor also keeps a
  * group vtime (gvtime), charged with its whole subtree's usage at the
- * ancestor's hweight, and a cgroup's tree key is never below any ancestor's
- * gvtime. A subtree that ran ahead of its share therefore waits, however
- * many of its children wake. Wake-up credit is bounded to one cgroup slice
- * of vtime at every level.
+ * ancestor's hweight, and a cgroup's tree key is never more than two of its
+ * own cgroup slices below any ancestor's gvtime. A subtree that ran ahead of
+ * its share therefore waits, however many of its children wake. Wake-up
+ * credit is bounded to one cgroup slice of vtime at every level.
  *
  * Restricted affinity: per-CPU kthreads go straight to their CPU's local
  * DSQ. Other tasks that cannot run everywhere go to a per-CPU "pinned" DSQ
  * of a CPU they may use; each CPU alternates between its pinned DSQ and the
  * tree, so neither side can starve the other. Nothing is left in a DSQ
- * without a CPU that will look at it.
+ * without a CPU that will look at it: sched_ext inserts tasks dispatched
+ * from ops.enqueue() only after it returns, so a cgroup can race out of the
+ * tree while its task is landing; an enqueue sequence check, a re-check by
+ * the enqueuing CPU and a 20 ms sweep put such cgroups back (see unqueue()).
+ *
+ * cpu.max is enforced in BPF too (bandwidth.bpf.h): budgets per limited
+ * cgroup, refilled by timers, throttled subtrees parked off the tree.
  */
 #include <scx/common.bpf.h>
 #include "intf.h"
