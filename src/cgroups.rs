@@ -90,6 +90,12 @@ pub struct CgroupDelta {
     pub nr_runnable: u32,
 }
 
+/// How much a cumulative counter grew since `prev`. A counter that went
+/// backwards belongs to a re-created cgroup and counts from zero.
+pub fn counter_delta(cur: u64, prev: u64) -> u64 {
+    cur.checked_sub(prev).unwrap_or(cur)
+}
+
 /// Rank cgroups by CPU used between `prev` and `cur` over `elapsed_ns` and
 /// keep the `top` busiest. Cgroups absent from `prev` count from zero;
 /// counters that went backwards (a re-created cgroup) count from zero too.
@@ -105,12 +111,8 @@ pub fn busiest(
         .iter()
         .map(|(name, c)| {
             let p = prev.get(name).copied().unwrap_or_default();
-            let used = if c.usage_ns >= p.usage_ns { c.usage_ns - p.usage_ns } else { c.usage_ns };
-            let disp = if c.nr_dispatches >= p.nr_dispatches {
-                c.nr_dispatches - p.nr_dispatches
-            } else {
-                c.nr_dispatches
-            };
+            let used = counter_delta(c.usage_ns, p.usage_ns);
+            let disp = counter_delta(c.nr_dispatches, p.nr_dispatches);
             CgroupDelta {
                 name: name.clone(),
                 cpu_pct: used as f64 * 100.0 / elapsed,

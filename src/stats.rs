@@ -148,7 +148,7 @@ pub fn metrics_between(prev: &Snapshot, cur: &Snapshot) -> Metrics {
         .filter(|(_, c)| c.bw_quota_ns > 0)
         .map(|(name, c)| {
             let before = prev.cgroups.get(name).map(|p| p.usage_ns).unwrap_or(0);
-            let used = c.usage_ns.checked_sub(before).unwrap_or(c.usage_ns);
+            let used = crate::cgroups::counter_delta(c.usage_ns, before);
             (
                 name.clone(),
                 BandwidthMetrics {

@@ -69,6 +69,22 @@ static bool bw_throttled(struct cgroup *cgrp)
 	return false;
 }
 
+/* bw_throttled() of the cgroup with id @cgid (false if it is gone). */
+static bool cgid_bw_throttled(u64 cgid)
+{
+	struct cgroup *cgrp;
+	bool ret;
+
+	if (!nr_bw_throttled)
+		return false;
+	cgrp = bpf_cgroup_from_id(cgid);
+	if (!cgrp)
+		return false;
+	ret = bw_throttled(cgrp);
+	bpf_cgroup_release(cgrp);
+	return ret;
+}
+
 static bool task_bw_throttled(struct task_struct *p)
 {
 	struct cgroup *cgrp;

@@ -363,21 +363,14 @@ static u64 cgrp_key(struct cgroup *cgrp, struct cgrp_ctx *cgc)
 static void bw_kick_throttled(void)
 {
 	struct cpu_ctx *cpuc;
-	struct cgroup *cgrp;
 	s32 cpu, self = bpf_get_smp_processor_id();
 
 	bpf_for(cpu, 0, nr_cpus) {
 		if (cpu == self)
 			continue;
 		cpuc = bpf_map_lookup_percpu_elem(&cpu_ctxs, &(u32){0}, cpu);
-		if (!cpuc || !cpuc->run_cgid)
-			continue;
-		cgrp = bpf_cgroup_from_id(cpuc->run_cgid);
-		if (!cgrp)
-			continue;
-		if (bw_throttled(cgrp))
+		if (cpuc && cpuc->run_cgid && cgid_bw_throttled(cpuc->run_cgid))
 			scx_bpf_kick_cpu(cpu, SCX_KICK_PREEMPT);
-		bpf_cgroup_release(cgrp);
 	}
 }
 
@@ -465,26 +458,39 @@ static void unqueue(struct cgroup *cgrp, struct cgrp_ctx *cgc,
  * then the insert has landed) and puts it back in the tree if it has
  * queued tasks but no node there.
  */
-static void rescue_pending(struct cpu_ctx *cpuc)
+/*
+ * Put cgroup @cgid back in the tree if it has no node there (queued is
+ * clear) although its DSQ has tasks. Returns true if it did.
+ */
+static bool requeue_stranded(u64 cgid)
 {
 	struct cgroup *cgrp;
 	struct cgrp_ctx *cgc;
+	bool done = false;
+
+	if (scx_bpf_dsq_nr_queued(cgid) <= 0)
+		return false;
+	cgrp = bpf_cgroup_from_id(cgid);
+	if (!cgrp)
+		return false;
+	cgc = cgrp_ctx_of(cgrp);
+	if (cgc && !cgc->queued) {
+		stat_inc(STAT_RESCUE);
+		cgrp_enqueued(cgrp, cgc);
+		done = true;
+	}
+	bpf_cgroup_release(cgrp);
+	return done;
+}
+
+static void rescue_pending(struct cpu_ctx *cpuc)
+{
 	u64 cgid = cpuc->pending_cgid;
 
 	if (!cgid)
 		return;
 	cpuc->pending_cgid = 0;
-	if (!scx_bpf_dsq_nr_queued(cgid))
-		return;
-	cgrp = bpf_cgroup_from_id(cgid);
-	if (!cgrp)
-		return;
-	cgc = cgrp_ctx_of(cgrp);
-	if (cgc && !cgc->queued) {
-		stat_inc(STAT_RESCUE);
-		cgrp_enqueued(cgrp, cgc);
-	}
-	bpf_cgroup_release(cgrp);
+	requeue_stranded(cgid);
 }
 
 /*
@@ -526,24 +532,14 @@ static long sweep_cb(struct bpf_map *map, u64 *cgid, struct node_stash *st,
 static int sweep_timer_fn(void *map, u32 *key, struct sweep_timer *t)
 {
 	struct sweep_ctx ctx = {};
-	struct cgroup *cgrp;
-	struct cgrp_ctx *cgc;
 	u32 i;
 
 	bpf_for_each_map_elem(&node_stashes, sweep_cb, &ctx, 0);
 	bpf_for(i, 0, AGENTCG_SWEEP_BATCH) {
 		if (i >= ctx.n)
 			break;
-		cgrp = bpf_cgroup_from_id(ctx.cgids[i]);
-		if (!cgrp)
-			continue;
-		cgc = cgrp_ctx_of(cgrp);
-		if (cgc && !cgc->queued) {
-			stat_inc(STAT_RESCUE);
-			cgrp_enqueued(cgrp, cgc);
+		if (requeue_stranded(ctx.cgids[i]))
 			scx_bpf_kick_cpu(bpf_get_smp_processor_id(), 0);
-		}
-		bpf_cgroup_release(cgrp);
 	}
 	bpf_timer_start(&t->timer, AGENTCG_SWEEP_MS * 1000000ULL, 0);
 	return 0;
@@ -857,22 +853,6 @@ static void unpark(void)
 	bw_unpark_pending = 1;	/* more left: the next dispatch goes on */
 }
 
-/* Is the cgroup this CPU serves throttled by cpu.max now? */
-static bool cur_throttled(struct cpu_ctx *cpuc)
-{
-	struct cgroup *cgrp;
-	bool ret;
-
-	if (!nr_bw_throttled)
-		return false;
-	cgrp = bpf_cgroup_from_id(cpuc->cur_cgid);
-	if (!cgrp)
-		return false;
-	ret = bw_throttled(cgrp);
-	bpf_cgroup_release(cgrp);
-	return ret;
-}
-
 void BPF_STRUCT_OPS(agentcg_dispatch, s32 cpu, struct task_struct *prev)
 {
 	struct cpu_ctx *cpuc = this_cpu_ctx();
@@ -892,7 +872,7 @@ void BPF_STRUCT_OPS(agentcg_dispatch, s32 cpu, struct task_struct *prev)
 	cpuc->pinned_last = false;
 
 	if (cpuc->cur_cgid) {
-		if (vtime_before(now, cpuc->cur_until) && !cur_throttled(cpuc) &&
+		if (vtime_before(now, cpuc->cur_until) && !cgid_bw_throttled(cpuc->cur_cgid) &&
 		    scx_bpf_dsq_move_to_local(cpuc->cur_cgid, 0)) {
 			stat_inc(STAT_CGRP_STICKY);
 			return;

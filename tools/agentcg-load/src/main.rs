@@ -201,14 +201,16 @@ fn pingpong(c: &Common, pairs: usize) -> Result<String, String> {
         let _ = echo.join();
         err.map_or(Ok(n), Err)
     })?;
-    let mut total = 0;
-    for r in counts {
-        total += r?;
-    }
+    let total = sum_counts(counts)?;
     Ok(format!(
         "pingpong pairs={pairs} roundtrips={total} per_sec={:.0} duration_s={secs:.3}",
         total as f64 / secs
     ))
+}
+
+/// Sum the per-worker counts, failing on the first worker error.
+fn sum_counts(counts: Vec<Result<u64, String>>) -> Result<u64, String> {
+    counts.into_iter().sum()
 }
 
 fn forkstorm(
@@ -246,10 +248,7 @@ fn forkstorm(
         }
         Ok(n)
     })?;
-    let mut total = 0;
-    for r in counts {
-        total += r?;
-    }
+    let total = sum_counts(counts)?;
     Ok(format!(
         "forkstorm procs={procs} mode={} spawned={total} per_sec={:.0} duration_s={secs:.3}",
         if exec { "exec" } else { "fork" },
