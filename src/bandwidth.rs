@@ -104,6 +104,23 @@ pub fn changes(prev: &BTreeMap<u64, Limit>, cur: &BTreeMap<u64, Limit>) -> Vec<(
         .collect()
 }
 
+/// What counts as applied after a poll: `cur`, except that a limit whose
+/// apply failed keeps its previous state (or none), so the next poll sees it
+/// as changed again and retries.
+pub fn settle(
+    prev: &BTreeMap<u64, Limit>,
+    mut cur: BTreeMap<u64, Limit>,
+    failed: &[u64],
+) -> BTreeMap<u64, Limit> {
+    for id in failed {
+        match prev.get(id) {
+            Some(p) => cur.insert(*id, *p),
+            None => cur.remove(id),
+        };
+    }
+    cur
+}
+
 /// Quota as a percentage of one CPU.
 pub fn quota_pct(quota_ns: u64, period_ns: u64) -> f64 {
     if period_ns == 0 {
@@ -151,6 +168,20 @@ mod tests {
         let ids: Vec<u64> = changes(&prev, &cur).iter().map(|c| c.0).collect();
         assert_eq!(ids, vec![2, 3, 5]);
         assert_eq!(lim(None).quota_arg(), u64::MAX);
+    }
+
+    #[test]
+    fn failed_applies_are_retried_at_the_next_poll() {
+        let lim = |q: Option<u64>| Limit { quota_us: q, period_us: 100000, burst_us: 0 };
+        let prev = BTreeMap::from([(2, lim(Some(50000)))]);
+        let cur = BTreeMap::from([(2, lim(None)), (3, lim(Some(1000))), (4, lim(Some(2000)))]);
+        // applying 2 (removal) and 3 (new) failed, 4 succeeded
+        let applied = settle(&prev, cur.clone(), &[2, 3]);
+        assert_eq!(applied.get(&2), Some(&lim(Some(50000))));
+        assert_eq!(applied.get(&3), None);
+        assert_eq!(applied.get(&4), Some(&lim(Some(2000))));
+        let ids: Vec<u64> = changes(&applied, &cur).iter().map(|c| c.0).collect();
+        assert_eq!(ids, vec![2, 3]);
     }
 
     #[test]

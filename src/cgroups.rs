@@ -75,6 +75,10 @@ pub struct CgroupSample {
     pub bw_nr_throttled: u64,
     pub bw_throttled_ns: u64,
     pub bw_throttled: bool,
+    /// CPU time of the whole subtree charged against the limit
+    pub bw_usage_ns: u64,
+    /// most CPU time the subtree used in one finished period
+    pub bw_max_period_usage_ns: u64,
 }
 
 /// Usage of one cgroup over an interval.

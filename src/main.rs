@@ -257,6 +257,7 @@ impl<'a> Scheduler<'a> {
                 Err(e) => debug!("{}: {e}", dir.path.display()),
             }
         }
+        let mut failed = Vec::new();
         for (cgid, lim) in bandwidth::changes(&self.bw_applied, &cur) {
             let mut args = bpf_intf::bw_args {
                 cgid,
@@ -278,14 +279,20 @@ impl<'a> Scheduler<'a> {
                 Ok(out) if out.return_value == 0 => {
                     debug!("cpu.max of cgroup {cgid}: {:?}", lim);
                 }
-                Ok(out) => warn!(
-                    "applying cpu.max to cgroup {cgid} failed (error {})",
-                    out.return_value as i32
-                ),
-                Err(e) => warn!("applying cpu.max to cgroup {cgid} failed: {e}"),
+                Ok(out) => {
+                    warn!(
+                        "applying cpu.max to cgroup {cgid} failed (error {}); retrying at the next poll",
+                        out.return_value as i32
+                    );
+                    failed.push(cgid);
+                }
+                Err(e) => {
+                    warn!("applying cpu.max to cgroup {cgid} failed: {e}; retrying at the next poll");
+                    failed.push(cgid);
+                }
             }
         }
-        self.bw_applied = cur;
+        self.bw_applied = bandwidth::settle(&self.bw_applied, cur, &failed);
     }
 
     /// Per-CPU counters summed over CPUs.
@@ -345,6 +352,8 @@ impl<'a> Scheduler<'a> {
                     bw_nr_throttled: c.bw_nr_throttled,
                     bw_throttled_ns: c.bw_throttled_ns,
                     bw_throttled: c.bw_throttled != 0,
+                    bw_usage_ns: c.bw_usage_ns,
+                    bw_max_period_usage_ns: c.bw_max_period_usage,
                 },
             );
         }

@@ -48,10 +48,12 @@ pub struct BandwidthMetrics {
     pub period_us: u64,
     #[stat(desc = "cpu.max.burst (us)")]
     pub burst_us: u64,
-    #[stat(desc = "CPU used over the interval, percent of one CPU (own tasks)")]
+    #[stat(desc = "CPU used over the interval by the cgroup and its descendants, percent of one CPU")]
     pub cpu_pct: f64,
-    #[stat(desc = "CPU used since the scheduler started (us, own tasks)")]
+    #[stat(desc = "CPU used by the cgroup and its descendants while limited (us, as cpu.stat usage_usec)")]
     pub usage_usec: u64,
+    #[stat(desc = "Most CPU the subtree used in one period (us): at most quota + burst plus the overrun bound")]
+    pub max_period_usec: u64,
     #[stat(desc = "Periods with activity (as cpu.stat nr_periods)")]
     pub nr_periods: u64,
     #[stat(desc = "Times the cgroup ran out of quota (as cpu.stat nr_throttled)")]
@@ -147,8 +149,8 @@ pub fn metrics_between(prev: &Snapshot, cur: &Snapshot) -> Metrics {
         .iter()
         .filter(|(_, c)| c.bw_quota_ns > 0)
         .map(|(name, c)| {
-            let before = prev.cgroups.get(name).map(|p| p.usage_ns).unwrap_or(0);
-            let used = crate::cgroups::counter_delta(c.usage_ns, before);
+            let before = prev.cgroups.get(name).map(|p| p.bw_usage_ns).unwrap_or(0);
+            let used = crate::cgroups::counter_delta(c.bw_usage_ns, before);
             (
                 name.clone(),
                 BandwidthMetrics {
@@ -156,7 +158,8 @@ pub fn metrics_between(prev: &Snapshot, cur: &Snapshot) -> Metrics {
                     period_us: c.bw_period_ns / 1000,
                     burst_us: c.bw_burst_ns / 1000,
                     cpu_pct: used as f64 * 100.0 / elapsed,
-                    usage_usec: c.usage_ns / 1000,
+                    usage_usec: c.bw_usage_ns / 1000,
+                    max_period_usec: c.bw_max_period_usage_ns / 1000,
                     nr_periods: c.bw_nr_periods,
                     nr_throttled: c.bw_nr_throttled,
                     throttled_usec: c.bw_throttled_ns / 1000,
@@ -354,11 +357,16 @@ mod tests {
         a.bw_nr_periods = 10;
         a.bw_nr_throttled = 9;
         a.bw_throttled_ns = 700_000_000;
+        // a limited parent's own usage is 0: the subtree usage counts
+        a.usage_ns = 0;
+        a.bw_usage_ns = 200_000_000;
+        a.bw_max_period_usage_ns = 21_000_000;
         let m = metrics_between(&prev, &cur);
         let b = &m.bandwidth["a"];
         assert!((b.quota_pct - 20.0).abs() < 1e-9);
         assert!((b.cpu_pct - 20.0).abs() < 1e-9);
         assert_eq!((b.period_us, b.nr_periods, b.nr_throttled, b.throttled_usec), (100_000, 10, 9, 700_000));
+        assert_eq!((b.usage_usec, b.max_period_usec), (200_000, 21_000));
         let mut out = Vec::new();
         m.format(&mut out).unwrap();
         assert!(String::from_utf8(out).unwrap().contains("cpu.max"));

@@ -17,6 +17,8 @@
  *   to move parked nodes back (bw_unpark_pending);
  * - a CPU stops serving its current cgroup once it is throttled;
  * - the idle fast path and the keep-the-last-task path step aside;
+ * - restricted-affinity tasks of throttled cgroups are stepped over in the
+ *   per-CPU pinned DSQs and their CPUs kicked at the refill;
  * - running() clips a task's slice to the smallest remaining budget on its
  *   path, and tick() ends the slice of a task whose cgroup got throttled.
  *
@@ -142,8 +144,25 @@ static __always_inline void bw_charge_one(struct cgrp_ctx *c, u64 ns)
 	if (!c->bw_quota_ns)
 		return;
 	c->bw_period_used = 1;
+	__sync_fetch_and_add(&c->bw_usage_ns, ns);
+	__sync_fetch_and_add(&c->bw_period_usage, ns);
 	if (__sync_sub_and_fetch(&c->bw_runtime, (s64)ns) <= 0)
 		bw_throttle(c);
+}
+
+/*
+ * Restricted-affinity tasks of a throttled cgroup wait in their CPU's pinned
+ * DSQ (dispatch_pinned() steps over them); an idle CPU would not look again,
+ * so every CPU with pinned tasks is kicked when a refill unthrottles.
+ */
+static void bw_kick_pinned(void)
+{
+	s32 cpu;
+
+	bpf_for(cpu, 0, nr_cpus) {
+		if (scx_bpf_dsq_nr_queued(PINNED_DSQ(cpu)))
+			scx_bpf_kick_cpu(cpu, SCX_KICK_IDLE);
+	}
 }
 
 static int bw_timer_fn(void *map, u64 *key, struct bw_timer *t)
@@ -151,7 +170,7 @@ static int bw_timer_fn(void *map, u64 *key, struct bw_timer *t)
 	struct cgroup *cgrp;
 	struct cgrp_ctx *c;
 	s64 runtime, cap;
-	u64 period = 0;
+	u64 period = 0, used;
 
 	cgrp = bpf_cgroup_from_id(t->cgid);
 	if (!cgrp)
@@ -163,12 +182,16 @@ static int bw_timer_fn(void *map, u64 *key, struct bw_timer *t)
 			c->bw_nr_periods++;
 			c->bw_period_used = 0;
 		}
+		used = __sync_lock_test_and_set(&c->bw_period_usage, 0);
+		if (used > c->bw_max_period_usage)
+			c->bw_max_period_usage = used;
 		cap = (s64)(c->bw_quota_ns + c->bw_burst_ns);
 		runtime = c->bw_runtime + (s64)c->bw_quota_ns;
 		c->bw_runtime = runtime < cap ? runtime : cap;
 		if (c->bw_runtime > 0 && c->bw_throttled) {
 			bw_unthrottle(c);
 			scx_bpf_kick_cpu(bpf_get_smp_processor_id(), 0);
+			bw_kick_pinned();
 		}
 	}
 	bpf_cgroup_release(cgrp);
@@ -212,6 +235,8 @@ static s32 bw_apply(struct cgroup *cgrp, u64 period_us, u64 quota_us, u64 burst_
 	cap = (s64)(c->bw_quota_ns + c->bw_burst_ns);
 	if (!old) {
 		c->bw_runtime = (s64)c->bw_quota_ns;
+		c->bw_period_usage = 0;
+		c->bw_max_period_usage = 0;
 		__sync_fetch_and_add(&nr_bw_cgroups, 1);
 	} else {
 		/* a larger quota is available in this period already */

@@ -95,6 +95,9 @@ struct cgrp_ctx {
 	u64 bw_nr_periods;
 	u64 bw_nr_throttled;
 	u64 bw_throttled_ns;
+	u64 bw_usage_ns;	/* subtree CPU time charged while limited */
+	u64 bw_period_usage;	/* subtree CPU time charged in this period */
+	u64 bw_max_period_usage; /* largest bw_period_usage of a finished period */
 };
 
 /* argument of the agentcg_set_bandwidth syscall program */

@@ -106,6 +106,7 @@ struct {
 
 struct task_ctx {
 	u64 run_start;		/* sum_exec_runtime when the task started running */
+	u64 cgid;		/* the task's cgroup (init_task, cgroup_move) */
 };
 
 struct {
@@ -853,6 +854,28 @@ static void unpark(void)
 	bw_unpark_pending = 1;	/* more left: the next dispatch goes on */
 }
 
+/*
+ * Move one task from @cpu's pinned DSQ to the local DSQ. While some cgroup
+ * is throttled, tasks of throttled cgroups are stepped over and stay queued
+ * until their refill kicks this CPU (bw_kick_pinned()).
+ */
+static bool dispatch_pinned(s32 cpu)
+{
+	struct task_struct *p;
+	struct task_ctx *tctx;
+
+	if (!nr_bw_throttled)
+		return scx_bpf_dsq_move_to_local(PINNED_DSQ(cpu), 0);
+	bpf_for_each(scx_dsq, p, PINNED_DSQ(cpu), 0) {
+		tctx = bpf_task_storage_get(&task_ctxs, p, 0, 0);
+		if (tctx && !(p->flags & PF_EXITING) && cgid_bw_throttled(tctx->cgid))
+			continue;
+		if (scx_bpf_dsq_move(BPF_FOR_EACH_ITER, p, SCX_DSQ_LOCAL, 0))
+			return true;
+	}
+	return false;
+}
+
 void BPF_STRUCT_OPS(agentcg_dispatch, s32 cpu, struct task_struct *prev)
 {
 	struct cpu_ctx *cpuc = this_cpu_ctx();
@@ -864,7 +887,7 @@ void BPF_STRUCT_OPS(agentcg_dispatch, s32 cpu, struct task_struct *prev)
 	unpark();
 
 	/* pinned tasks and the tree take turns on this CPU */
-	if (!cpuc->pinned_last && scx_bpf_dsq_move_to_local(PINNED_DSQ(cpu), 0)) {
+	if (!cpuc->pinned_last && dispatch_pinned(cpu)) {
 		cpuc->pinned_last = true;
 		stat_inc(STAT_PINNED_DISPATCH);
 		return;
@@ -883,7 +906,7 @@ void BPF_STRUCT_OPS(agentcg_dispatch, s32 cpu, struct task_struct *prev)
 	if (pick_from_tree(cpuc, now))
 		return;
 
-	if (scx_bpf_dsq_move_to_local(PINNED_DSQ(cpu), 0)) {
+	if (dispatch_pinned(cpu)) {
 		cpuc->pinned_last = true;
 		stat_inc(STAT_PINNED_DISPATCH);
 		return;
@@ -1009,6 +1032,7 @@ s32 BPF_STRUCT_OPS(agentcg_init_task, struct task_struct *p,
 		return -ENOMEM;
 	/* tasks already running when we attach are charged from now on */
 	tctx->run_start = p->se.sum_exec_runtime;
+	tctx->cgid = args->cgroup ? args->cgroup->kn->id : 0;
 	return 0;
 }
 
@@ -1087,8 +1111,12 @@ void BPF_STRUCT_OPS(agentcg_cgroup_move, struct task_struct *p,
 		    struct cgroup *from, struct cgroup *to)
 {
 	struct cgrp_ctx *fc = cgrp_ctx_of(from), *tc = cgrp_ctx_of(to);
+	struct task_ctx *tctx;
 	s64 delta;
 
+	tctx = bpf_task_storage_get(&task_ctxs, p, 0, 0);
+	if (tctx)
+		tctx->cgid = to->kn->id;
 	if (!fc || !tc)
 		return;
 	delta = (s64)(p->scx.dsq_vtime - fc->tvtime_now);
