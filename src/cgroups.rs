@@ -79,6 +79,8 @@ pub struct CgroupSample {
     pub bw_usage_ns: u64,
     /// most CPU time the subtree used in one finished period
     pub bw_max_period_usage_ns: u64,
+    /// boosted wakeups (policy)
+    pub nr_boosts: u64,
 }
 
 /// Usage of one cgroup over an interval.

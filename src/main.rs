@@ -9,7 +9,11 @@ pub use bpf_skel::*;
 pub mod bpf_intf;
 
 mod bandwidth;
+mod cells;
 mod cgroups;
+mod launcher;
+mod partial;
+mod policy;
 mod stats;
 
 use std::collections::BTreeMap;
@@ -21,7 +25,6 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use clap::Parser;
-use crossbeam::channel::RecvTimeoutError;
 use libbpf_rs::{MapCore, MapFlags, OpenObject};
 use log::{debug, info, warn};
 use scx_stats::prelude::*;
@@ -32,8 +35,18 @@ use scx_utils::{scx_ops_attach, scx_ops_load, scx_ops_open, uei_exited, uei_repo
 use scx_utils::UserExitInfo;
 
 use crate::bandwidth::{BandwidthSource, Limit};
+use crate::cells::manager::{CellManager, CellOpts};
+use crate::cells::CpuSet;
 use crate::cgroups::{CgroupSample, CGROUP2_ROOT};
-use crate::stats::Snapshot;
+use crate::policy::Policy;
+use crate::stats::{CellSample, Snapshot, StepSample};
+
+/// Set by SIGHUP: reload the policy file.
+static RELOAD: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_sighup(_: libc::c_int) {
+    RELOAD.store(true, Ordering::Relaxed);
+}
 
 pub const SCHEDULER_NAME: &str = "scx_agentcg";
 
@@ -46,9 +59,58 @@ const MAX_CGROUPS_SCANNED: usize = 20_000;
 /// scx_flatcg algorithm) and protection against many child cgroups of a
 /// low-weight parent waking together. All scheduling decisions are made in
 /// BPF; see src/bpf/main.bpf.c for the design.
+#[derive(Debug, clap::Subcommand)]
+pub enum Command {
+    /// Run a command as a step of an agent session:
+    /// scx_agentcg run --session S [--step T] [--class C] -- CMD [ARGS]
+    Run(launcher::RunArgs),
+}
+
 #[derive(Debug, Parser)]
-#[command(disable_version_flag = true)]
+#[command(disable_version_flag = true, args_conflicts_with_subcommands = true)]
 pub struct Opts {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+
+    /// Manage agent sessions as cells: every direct child of this cgroup
+    /// (a path relative to the cgroup2 root, e.g. "agentcg") is a session
+    /// with CPUs of its own; its sub-cgroups (steps) run on them.
+    #[clap(long)]
+    pub cell_parent_cgroup: Option<String>,
+
+    /// Keep this session (a child name of --cell-parent-cgroup) in the
+    /// system cell. Repeatable.
+    #[clap(long = "cell-exclude")]
+    pub cell_exclude: Vec<String>,
+
+    /// Most cells, the system cell included (2 to 64).
+    #[clap(long, default_value = "32")]
+    pub max_cells: u32,
+
+    /// CPUs the system cell (everything outside sessions) always keeps.
+    #[clap(long, default_value = "1")]
+    pub system_cell_min_cpus: usize,
+
+    /// Let a busy cell run on idle CPUs of other cells; the owner takes
+    /// them back as soon as its own tasks wake.
+    #[clap(long)]
+    pub enable_borrowing: bool,
+
+    /// Re-split CPUs between cells by measured demand (EWMA of each cell's
+    /// utilisation), with a cooldown.
+    #[clap(long)]
+    pub enable_rebalancing: bool,
+
+    /// Step policy file (TOML): profiles and the selectors that map session
+    /// and step cgroups to them. SIGHUP reloads it.
+    #[clap(long)]
+    pub policy: Option<std::path::PathBuf>,
+
+    /// Schedule only the tasks of the managed tree (--cell-parent-cgroup);
+    /// everything else stays on the fair class.
+    #[clap(long)]
+    pub partial: bool,
+
     /// Task time slice in microseconds.
     #[clap(short = 's', long, default_value = "3000")]
     pub slice_us: u64,
@@ -130,6 +192,28 @@ impl Opts {
                 self.bandwidth_poll_ms
             );
         }
+        if !(2..=bpf_intf::agentcg_consts_AGENTCG_MAX_CELLS).contains(&self.max_cells) {
+            bail!(
+                "--max-cells {} is out of range: use 2 to {} (the system cell counts)",
+                self.max_cells,
+                bpf_intf::agentcg_consts_AGENTCG_MAX_CELLS
+            );
+        }
+        if self.system_cell_min_cpus == 0 {
+            bail!("--system-cell-min-cpus 0: the system cell needs at least one CPU");
+        }
+        if self.cell_parent_cgroup.is_none() {
+            for (flag, set) in [
+                ("--cell-exclude", !self.cell_exclude.is_empty()),
+                ("--enable-borrowing", self.enable_borrowing),
+                ("--enable-rebalancing", self.enable_rebalancing),
+                ("--partial", self.partial),
+            ] {
+                if set {
+                    bail!("{flag} needs --cell-parent-cgroup (the managed tree of agent sessions)");
+                }
+            }
+        }
         for (flag, v) in [("--stats", self.stats), ("--monitor", self.monitor)] {
             if let Some(secs) = v {
                 if !(secs.is_finite() && secs > 0.0 && secs <= 3600.0) {
@@ -149,8 +233,34 @@ impl Opts {
     }
 }
 
+/// Load and check the policy file (or the built-in default).
+fn load_policy(path: Option<&std::path::Path>) -> Result<Policy> {
+    match path {
+        None => Ok(Policy::builtin()),
+        Some(p) => Policy::load(p).map_err(|e| anyhow::anyhow!("invalid policy file:\n{e}")),
+    }
+}
+
+/// A profile as the BPF side applies it.
+fn profile_cfg(p: &policy::Profile) -> bpf_intf::profile_cfg {
+    let mult = (p.weight * bpf_intf::agentcg_consts_AGENTCG_MULT_ONE as f64).round();
+    bpf_intf::profile_cfg {
+        class: p.class.code(),
+        weight_mult: mult.clamp(1.0, u32::MAX as f64) as u32,
+        slice_ns: p.slice_us.unwrap_or(0) * 1000,
+        credit_max_ns: if p.wakeup_boost { p.burst_credit_ms * 1_000_000 } else { 0 },
+        refill_pct: p.burst_refill_pct,
+        boost: p.wakeup_boost as u32,
+    }
+}
+
 struct Scheduler<'a> {
     skel: BpfSkel<'a>,
+    opts: &'a Opts,
+    policy: Policy,
+    cells: Option<CellManager>,
+    cells_rx: Option<crossbeam::channel::Receiver<()>>,
+    nr_cpus: usize,
     struct_ops: Option<libbpf_rs::Link>,
     stats_server: StatsServer<(), Snapshot>,
     started: Instant,
@@ -180,13 +290,33 @@ impl<'a> Scheduler<'a> {
         let mut skel_builder = BpfSkelBuilder::default();
         skel_builder.obj_builder.debug(opts.verbose);
         let open_opts = opts.libbpf.clone().into_bpf_open_opts();
+        // everything from the user is checked before anything is loaded
+        let policy = load_policy(opts.policy.as_deref())?;
+        let cells = match &opts.cell_parent_cgroup {
+            Some(parent) => Some(CellManager::new(
+                CellOpts {
+                    parent: parent.clone(),
+                    exclude: opts.cell_exclude.clone(),
+                    max_cells: opts.max_cells,
+                    system_min_cpus: opts.system_cell_min_cpus,
+                    rebalancing: opts.enable_rebalancing,
+                },
+                std::path::Path::new(CGROUP2_ROOT),
+            )?),
+            None => None,
+        };
+
         let mut skel = scx_ops_open!(skel_builder, open_object, agentcg_ops, open_opts)?;
 
         skel.struct_ops.agentcg_ops_mut().exit_dump_len = opts.exit_dump_len;
         // The last runnable task of a CPU goes through enqueue/dispatch too,
         // so it is charged and its slice is ours to set. Never
         // SCX_OPS_HAS_CGROUP_WEIGHT: 7.x kernels reject it.
-        skel.struct_ops.agentcg_ops_mut().flags = *compat::SCX_OPS_ENQ_LAST;
+        let mut flags = *compat::SCX_OPS_ENQ_LAST;
+        if opts.partial {
+            flags |= *compat::SCX_OPS_SWITCH_PARTIAL;
+        }
+        skel.struct_ops.agentcg_ops_mut().flags = flags;
 
         let kernel_has_bw =
             compat::struct_has_field("sched_ext_ops", "cgroup_set_bandwidth").unwrap_or(false);
@@ -214,6 +344,7 @@ impl<'a> Scheduler<'a> {
         rodata.wake_preempt = !opts.no_wake_preempt;
         rodata.herd_control = !opts.no_herd_control;
         rodata.use_kernel_bandwidth = bw_source == BandwidthSource::Kernel;
+        rodata.borrowing = opts.enable_borrowing;
 
         let mut skel = scx_ops_load!(skel, agentcg_ops, uei)?;
         let struct_ops = Some(scx_ops_attach!(skel, agentcg_ops)?);
@@ -229,8 +360,17 @@ impl<'a> Scheduler<'a> {
             .launch()
             .context("starting the stats server")?;
 
+        let cells_rx = match &cells {
+            Some(m) => Some(cells::manager::spawn_watcher(m.dir.clone())?),
+            None => None,
+        };
         let mut sched = Self {
             skel,
+            opts,
+            policy,
+            cells,
+            cells_rx,
+            nr_cpus,
             struct_ops,
             stats_server,
             started: Instant::now(),
@@ -241,7 +381,155 @@ impl<'a> Scheduler<'a> {
         if sched.bw_poll.is_some() {
             sched.poll_bandwidth();
         }
+        sched.write_profiles()?;
+        if let Some(m) = &sched.cells {
+            info!(
+                "cells: sessions are the children of {} (max {} cells, system cell >= {} CPUs, borrowing {}, rebalancing {}{})",
+                m.dir.display(),
+                opts.max_cells,
+                opts.system_cell_min_cpus,
+                if opts.enable_borrowing { "on" } else { "off" },
+                if opts.enable_rebalancing { "on" } else { "off" },
+                if opts.partial { ", partial: only the managed tree runs here" } else { "" }
+            );
+            sched.apply_cells(true);
+        }
         Ok(sched)
+    }
+
+    /// Write the policy's profiles to the BPF side (index i + 1).
+    fn write_profiles(&mut self) -> Result<()> {
+        let max = bpf_intf::agentcg_consts_AGENTCG_MAX_PROFILES as usize;
+        if self.policy.profiles.len() >= max {
+            bail!("the policy has {} profiles; at most {} are supported", self.policy.profiles.len(), max - 1);
+        }
+        for i in 1..max {
+            let cfg = self
+                .policy
+                .profiles
+                .get(i - 1)
+                .map(profile_cfg)
+                .unwrap_or(bpf_intf::profile_cfg {
+                    class: 0,
+                    weight_mult: 0,
+                    slice_ns: 0,
+                    credit_max_ns: 0,
+                    refill_pct: 0,
+                    boost: 0,
+                });
+            // SAFETY: profile_cfg is plain integers.
+            let bytes = unsafe {
+                std::slice::from_raw_parts(&cfg as *const _ as *const u8, std::mem::size_of_val(&cfg))
+            };
+            self.skel
+                .maps
+                .profiles
+                .update(&(i as u32).to_ne_bytes(), bytes, MapFlags::ANY)
+                .context("writing policy profiles")?;
+        }
+        let boost = self.policy.profiles.iter().any(|p| p.wakeup_boost && p.burst_credit_ms > 0);
+        self.skel.maps.bss_data.as_mut().unwrap().boost_on = boost as u32;
+        Ok(())
+    }
+
+    /// SIGHUP: reload the policy; a bad file keeps the old policy.
+    fn reload_policy(&mut self) {
+        let Some(path) = self.opts.policy.clone() else {
+            info!("SIGHUP: no --policy file to reload");
+            return;
+        };
+        match load_policy(Some(&path)) {
+            Ok(p) => {
+                self.policy = p;
+                match self.write_profiles() {
+                    Ok(()) => info!("policy {} reloaded ({} profiles)", path.display(), self.policy.profiles.len()),
+                    Err(e) => warn!("policy reload: {e:#}"),
+                }
+                self.apply_cells(true);
+            }
+            Err(e) => warn!("policy reload failed, keeping the previous policy: {e:#}"),
+        }
+    }
+
+    fn online_cpus(&self) -> CpuSet {
+        std::fs::read_to_string("/sys/devices/system/cpu/online")
+            .ok()
+            .and_then(|s| CpuSet::parse_list(s.trim()).ok())
+            .map(|s| s.first_n(self.nr_cpus))
+            .unwrap_or_else(|| (0..self.nr_cpus).collect())
+    }
+
+    /// Recompute the cell layout and install it if it changed (or @force).
+    fn apply_cells(&mut self, force: bool) {
+        let online = self.online_cpus();
+        let Some(m) = self.cells.as_mut() else {
+            return;
+        };
+        m.debounce.clear();
+        let plan = match m.scan_and_plan(online, &self.policy) {
+            Ok(p) => p,
+            Err(e) => {
+                warn!("cells: {e:#}; keeping the current layout");
+                m.first_event = None;
+                return;
+            }
+        };
+        let same = plan.domains == m.last_plan.domains && plan.assign == m.last_plan.assign;
+        if same && !force {
+            m.first_event = None;
+            return;
+        }
+        if let Err(e) = cells::manager::stage(&mut self.skel, &plan, self.nr_cpus, &mut m.written) {
+            warn!("cells: {e:#}; will retry");
+            return;
+        }
+        m.nr_applies += 1;
+        if let Some(t) = m.first_event.take() {
+            m.last_latency_us = t.elapsed().as_micros() as u64;
+        }
+        if plan.domains != m.last_plan.domains || plan.cell_names != m.last_plan.cell_names {
+            let desc: Vec<String> = plan
+                .cell_names
+                .iter()
+                .map(|(c, n)| format!("{n}={}", plan.domains[*c as usize]))
+                .collect();
+            info!("cells applied: {}", desc.join(" "));
+        }
+        for n in plan.notes.iter().filter(|n| !m.last_plan.notes.contains(n)) {
+            info!("cells: {n}");
+        }
+        m.last_plan = plan;
+        if self.opts.partial {
+            partial::switch_tree(&m.dir);
+        }
+    }
+
+    /// --enable-rebalancing: feed per-cell utilisation to the rebalancer.
+    fn rebalance(&mut self) {
+        let Some(m) = self.cells.as_mut() else {
+            return;
+        };
+        let now = Instant::now();
+        let bss = self.skel.maps.bss_data.as_ref().unwrap();
+        let nr = m.last_plan.nr_cells as usize;
+        let elapsed = m.prev_at.map(|t| now.duration_since(t).as_secs_f64()).unwrap_or(0.0);
+        let mut util = Vec::with_capacity(nr);
+        let mut cpus = Vec::with_capacity(nr);
+        for c in 0..nr {
+            let used = bss.cell_stats[c].used_ns;
+            let prev = m.prev_used.insert(c as u32, used).unwrap_or(used);
+            util.push(if elapsed > 0.0 { cgroups::counter_delta(used, prev) as f64 / 1e9 / elapsed } else { 0.0 });
+            cpus.push(m.last_plan.domains[c].len());
+        }
+        m.prev_at = Some(now);
+        if elapsed <= 0.0 || !m.opts.rebalancing {
+            return;
+        }
+        if let Some(demand) = m.rebalancer.observe(&util, &cpus, now) {
+            debug!("rebalancing cells by demand {demand:?}");
+            m.demand = Some(demand.iter().enumerate().map(|(c, d)| (c as u32, *d)).collect());
+            self.apply_cells(false);
+        }
     }
 
     /// cgroupfs bandwidth source: read every cgroup's cpu.max and apply
@@ -354,6 +642,7 @@ impl<'a> Scheduler<'a> {
                     bw_throttled: c.bw_throttled != 0,
                     bw_usage_ns: c.bw_usage_ns,
                     bw_max_period_usage_ns: c.bw_max_period_usage,
+                    nr_boosts: c.nr_boosts,
                 },
             );
         }
@@ -362,7 +651,52 @@ impl<'a> Scheduler<'a> {
 
     fn snapshot(&self) -> Snapshot {
         let (cgroups, nr_active, nr_runnable) = self.read_cgroups();
+        let (mut cells, mut steps) = (BTreeMap::new(), BTreeMap::new());
+        let (mut applies, mut latency, mut rebalances) = (0, 0, 0);
+        if let Some(m) = &self.cells {
+            let bss = self.skel.maps.bss_data.as_ref().unwrap();
+            for (id, name) in &m.last_plan.cell_names {
+                let st = &bss.cell_stats[*id as usize];
+                let mask = m.last_plan.domains[*id as usize];
+                cells.insert(
+                    name.clone(),
+                    CellSample {
+                        id: *id,
+                        cpus: mask.len() as u32,
+                        cpulist: mask.to_string(),
+                        used_ns: st.used_ns,
+                        borrowed_ns: st.borrowed_ns,
+                        lent_ns: st.lent_ns,
+                    },
+                );
+            }
+            let parent = m.opts.parent.trim_matches('/');
+            for sp in m.last_plan.steps.values() {
+                let key = format!("{}/{}", sp.session, sp.name);
+                let boosts = cgroups
+                    .get(&format!("{parent}/{key}"))
+                    .map(|c| c.nr_boosts)
+                    .unwrap_or(0);
+                steps.insert(
+                    key,
+                    StepSample {
+                        profile: sp.profile.clone().unwrap_or_default(),
+                        cpus: sp.cpus as u32,
+                        reservation: sp.reservation.clone(),
+                        nr_boosts: boosts,
+                    },
+                );
+            }
+            applies = m.nr_applies;
+            latency = m.last_latency_us;
+            rebalances = m.rebalancer.count;
+        }
         Snapshot {
+            cells,
+            steps,
+            cell_applies: applies,
+            cell_apply_latency_us: latency,
+            rebalances,
             at_ns: self.started.elapsed().as_nanos() as u64,
             nr_cpus: self.skel.maps.rodata_data.as_ref().unwrap().nr_cpus as u64,
             nr_runnable_cgroups: nr_runnable,
@@ -380,18 +714,61 @@ impl<'a> Scheduler<'a> {
     fn run(&mut self, shutdown: Arc<AtomicBool>) -> Result<UserExitInfo> {
         let (res_ch, req_ch) = self.stats_server.channels();
         let tick = self.bw_poll.unwrap_or(Duration::from_millis(250)).min(Duration::from_millis(250));
+        let never = crossbeam::channel::never();
+        let cells_rx = self.cells_rx.clone().unwrap_or_else(|| never.clone());
         let mut next_poll = Instant::now();
+        // the tree is rescanned now and then for what inotify cannot see
+        // (cpu.weight, cpuset.cpus, step commands)
+        let rescan = Duration::from_secs(1);
+        let mut next_rescan = Instant::now() + rescan;
+        let rebalance = Duration::from_millis(500);
+        let mut next_rebalance = Instant::now() + rebalance;
         while !shutdown.load(Ordering::Relaxed) && !self.exited() {
+            let now = Instant::now();
+            if RELOAD.swap(false, Ordering::Relaxed) {
+                self.reload_policy();
+            }
             if let Some(intv) = self.bw_poll {
-                if Instant::now() >= next_poll {
+                if now >= next_poll {
                     self.poll_bandwidth();
-                    next_poll = Instant::now() + intv;
+                    next_poll = now + intv;
                 }
             }
-            match req_ch.recv_timeout(tick) {
-                Ok(()) => res_ch.send(self.snapshot())?,
-                Err(RecvTimeoutError::Timeout) => {}
-                Err(e) => Err(e)?,
+            if let Some(m) = &self.cells {
+                if m.debounce.due(now) {
+                    self.apply_cells(false);
+                } else if now >= next_rescan {
+                    self.apply_cells(false);
+                    next_rescan = now + rescan;
+                    if self.opts.partial {
+                        if let Some(m) = &self.cells {
+                            partial::switch_tree(&m.dir);
+                        }
+                    }
+                }
+                if now >= next_rebalance {
+                    self.rebalance();
+                    next_rebalance = now + rebalance;
+                }
+            }
+            let mut timeout = tick;
+            if let Some(d) = self.cells.as_ref().and_then(|m| m.debounce.next_deadline()) {
+                timeout = timeout.min(d.saturating_duration_since(Instant::now()));
+            }
+            crossbeam::select! {
+                recv(req_ch) -> r => {
+                    r?;
+                    res_ch.send(self.snapshot())?;
+                }
+                recv(cells_rx) -> r => {
+                    if r.is_ok() {
+                        while cells_rx.try_recv().is_ok() {}
+                        if let Some(m) = self.cells.as_mut() {
+                            m.event(Instant::now());
+                        }
+                    }
+                }
+                default(timeout) => {}
             }
         }
         let _ = self.struct_ops.take();
@@ -431,6 +808,11 @@ fn init_log(verbose: bool) -> Result<()> {
 fn main() -> Result<()> {
     let opts = Opts::parse();
 
+    if let Some(Command::Run(args)) = &opts.command {
+        let code = launcher::run(args)?;
+        std::process::exit(code);
+    }
+
     if opts.version {
         println!("{} {}", SCHEDULER_NAME, build_id::full_version(env!("CARGO_PKG_VERSION")));
         return Ok(());
@@ -448,6 +830,14 @@ fn main() -> Result<()> {
         shutdown_clone.store(true, Ordering::Relaxed);
     })
     .context("installing the SIGINT/SIGTERM handler")?;
+    // SAFETY: the handler only stores to an atomic.
+    unsafe {
+        nix::sys::signal::signal(
+            nix::sys::signal::Signal::SIGHUP,
+            nix::sys::signal::SigHandler::Handler(on_sighup),
+        )
+    }
+    .context("installing the SIGHUP handler")?;
 
     if let Some(intv) = opts.monitor.or(opts.stats) {
         let shutdown_copy = shutdown.clone();

@@ -66,6 +66,38 @@ pub struct BandwidthMetrics {
 
 #[stat_doc]
 #[derive(Clone, Debug, Default, Serialize, Deserialize, Stats)]
+#[stat(_om_prefix = "cell_", _om_label = "cell")]
+pub struct CellMetrics {
+    #[stat(desc = "Cell id (0: the system cell)")]
+    pub id: u32,
+    #[stat(desc = "CPUs the cell owns")]
+    pub cpus: u32,
+    #[stat(desc = "The cell's CPUs, as a cpulist")]
+    pub cpulist: String,
+    #[stat(desc = "CPU used by the cell's tasks over the interval, percent of one CPU")]
+    pub util_pct: f64,
+    #[stat(desc = "Its tasks on other cells' CPUs over the interval (borrowing), percent of one CPU")]
+    pub borrowed_pct: f64,
+    #[stat(desc = "Other cells' tasks on its CPUs over the interval (lending), percent of one CPU")]
+    pub lent_pct: f64,
+}
+
+#[stat_doc]
+#[derive(Clone, Debug, Default, Serialize, Deserialize, Stats)]
+#[stat(_om_prefix = "step_", _om_label = "step")]
+pub struct StepMetrics {
+    #[stat(desc = "Policy profile")]
+    pub profile: String,
+    #[stat(desc = "CPUs in the step's mask")]
+    pub cpus: u32,
+    #[stat(desc = "Exclusive CPU reservation: none, granted N, denied N")]
+    pub reservation: String,
+    #[stat(desc = "Boosted wakeups over the interval")]
+    pub boosts: u64,
+}
+
+#[stat_doc]
+#[derive(Clone, Debug, Default, Serialize, Deserialize, Stats)]
 #[stat(top)]
 pub struct Metrics {
     #[stat(desc = "Possible CPUs")]
@@ -108,6 +140,24 @@ pub struct Metrics {
     pub wake_preempts: u64,
     #[stat(desc = "cpu.max: cgroups that ran out of quota over the interval")]
     pub bw_throttles: u64,
+    #[stat(desc = "Cells: dispatches of another cell's cgroup (borrowing)")]
+    pub borrows: u64,
+    #[stat(desc = "Cells: lent CPUs taken back by their own cell's wakeups")]
+    pub reclaims: u64,
+    #[stat(desc = "Policy: boosted wakeups of interactive steps")]
+    pub boosts: u64,
+    #[stat(desc = "Policy: boostable wakeups refused for lack of burst credit")]
+    pub boosts_no_credit: u64,
+    #[stat(desc = "Cells: layouts applied since start")]
+    pub cell_applies: u64,
+    #[stat(desc = "Cells: time from the first tree change to its layout being applied, last apply (us)")]
+    pub cell_apply_latency_us: u64,
+    #[stat(desc = "Cells: demand rebalances since start")]
+    pub rebalances: u64,
+    #[stat(desc = "Cells, by session name (\"system\" is cell 0)")]
+    pub cells: BTreeMap<String, CellMetrics>,
+    #[stat(desc = "Steps of sessions with their profile and CPU mask")]
+    pub steps: BTreeMap<String, StepMetrics>,
     #[stat(desc = "Busiest cgroups over the interval")]
     pub cgroups: BTreeMap<String, CgroupMetrics>,
     #[stat(desc = "Every cgroup with a cpu.max limit")]
@@ -124,6 +174,31 @@ pub struct Snapshot {
     pub counters: Vec<u64>,
     pub cgroups: BTreeMap<String, CgroupSample>,
     pub hweight_one: u64,
+    pub cells: BTreeMap<String, CellSample>,
+    pub steps: BTreeMap<String, StepSample>,
+    pub cell_applies: u64,
+    pub cell_apply_latency_us: u64,
+    pub rebalances: u64,
+}
+
+/// Cumulative state of one cell.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct CellSample {
+    pub id: u32,
+    pub cpus: u32,
+    pub cpulist: String,
+    pub used_ns: u64,
+    pub borrowed_ns: u64,
+    pub lent_ns: u64,
+}
+
+/// State of one step cgroup.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct StepSample {
+    pub profile: String,
+    pub cpus: u32,
+    pub reservation: String,
+    pub nr_boosts: u64,
 }
 
 impl Snapshot {
@@ -168,7 +243,51 @@ pub fn metrics_between(prev: &Snapshot, cur: &Snapshot) -> Metrics {
             )
         })
         .collect();
+    let pct = |a: u64, b: u64| crate::cgroups::counter_delta(a, b) as f64 * 100.0 / elapsed;
+    let cells = cur
+        .cells
+        .iter()
+        .map(|(name, c)| {
+            let p = prev.cells.get(name).filter(|p| p.id == c.id).cloned().unwrap_or_default();
+            (
+                name.clone(),
+                CellMetrics {
+                    id: c.id,
+                    cpus: c.cpus,
+                    cpulist: c.cpulist.clone(),
+                    util_pct: pct(c.used_ns, p.used_ns),
+                    borrowed_pct: pct(c.borrowed_ns, p.borrowed_ns),
+                    lent_pct: pct(c.lent_ns, p.lent_ns),
+                },
+            )
+        })
+        .collect();
+    let steps = cur
+        .steps
+        .iter()
+        .map(|(name, s)| {
+            let before = prev.steps.get(name).map(|p| p.nr_boosts).unwrap_or(0);
+            (
+                name.clone(),
+                StepMetrics {
+                    profile: s.profile.clone(),
+                    cpus: s.cpus,
+                    reservation: s.reservation.clone(),
+                    boosts: crate::cgroups::counter_delta(s.nr_boosts, before),
+                },
+            )
+        })
+        .collect();
     Metrics {
+        borrows: d(agentcg_stat_idx_STAT_BORROW),
+        reclaims: d(agentcg_stat_idx_STAT_RECLAIM),
+        boosts: d(agentcg_stat_idx_STAT_BOOST),
+        boosts_no_credit: d(agentcg_stat_idx_STAT_NO_CREDIT),
+        cell_applies: cur.cell_applies,
+        cell_apply_latency_us: cur.cell_apply_latency_us,
+        rebalances: cur.rebalances,
+        cells,
+        steps,
         nr_cpus: cur.nr_cpus,
         nr_runnable_cgroups: cur.nr_runnable_cgroups,
         nr_active_cgroups: cur.nr_active_cgroups,
@@ -232,6 +351,31 @@ impl Metrics {
             self.rescues,
             self.wake_preempts,
         )?;
+        if !self.cells.is_empty() {
+            writeln!(
+                w,
+                "  cells: applies {} (last {} us) rebalances {} borrows {} reclaims {} | boosts {} no-credit {}",
+                self.cell_applies,
+                self.cell_apply_latency_us,
+                self.rebalances,
+                self.borrows,
+                self.reclaims,
+                self.boosts,
+                self.boosts_no_credit
+            )?;
+            writeln!(
+                w,
+                "  {:<24} {:>4} {:>5} {:>7} {:>9} {:>6}  {}",
+                "cell", "id", "cpus", "util%", "borrowed%", "lent%", "cpulist"
+            )?;
+            for (name, c) in &self.cells {
+                writeln!(
+                    w,
+                    "  {:<24} {:>4} {:>5} {:>7.1} {:>9.1} {:>6.1}  {}",
+                    name, c.id, c.cpus, c.util_pct, c.borrowed_pct, c.lent_pct, c.cpulist
+                )?;
+            }
+        }
         if !self.bandwidth.is_empty() {
             writeln!(
                 w,
@@ -293,6 +437,8 @@ pub fn server_data() -> StatsServerData<(), Snapshot> {
         .add_meta(Metrics::meta())
         .add_meta(CgroupMetrics::meta())
         .add_meta(BandwidthMetrics::meta())
+        .add_meta(CellMetrics::meta())
+        .add_meta(StepMetrics::meta())
         .add_ops("top", StatsOps { open, close: None })
 }
 

@@ -29,11 +29,25 @@ enum agentcg_consts {
 	AGENTCG_SWEEP_BATCH	= 16,
 	/* shortest slice cpu.max clipping gives a task */
 	AGENTCG_BW_MIN_SLICE_NS	= 100000,
+
+	/* cells (cells.bpf.h): cell 0 is the system cell */
+	AGENTCG_MAX_CELLS	= 64,
+	/* placement domains: one per cell, then one per distinct step mask */
+	AGENTCG_MAX_DOMAINS	= 256,
+	/* domains one CPU may belong to (its cell + step masks inside it) */
+	AGENTCG_CPU_DOMAINS	= 8,
+	AGENTCG_MASK_WORDS	= 8,	/* AGENTCG_MAX_CPUS / 64 */
+	/* policy profiles (policy.bpf.h); profile 0 is "none" */
+	AGENTCG_MAX_PROFILES	= 64,
+	/* fixed-point 1.0 for weight multipliers */
+	AGENTCG_MULT_ONE	= 1024,
 };
 
 /* DSQ ids: cgroup DSQs use the cgroup id (the directory's inode number) */
 #define AGENTCG_FALLBACK_DSQ	(1ULL << 60)
 #define AGENTCG_PINNED_DSQ_BASE	(1ULL << 61)
+/* per-domain queue of boosted waking tasks (interactive steps) */
+#define AGENTCG_BOOST_DSQ_BASE	(1ULL << 62)
 
 enum agentcg_stat_idx {
 	STAT_ACTIVATE,		/* a cgroup became runnable */
@@ -56,6 +70,11 @@ enum agentcg_stat_idx {
 	STAT_BW_PARK,		/* cpu.max: a throttled cgroup's node parked */
 	STAT_BW_UNPARK,		/* cpu.max: a parked node back in the tree */
 	STAT_WAKE_PREEMPT,	/* a waking task preempted a CPU serving a later cgroup */
+	STAT_BORROW,		/* a CPU picked a cgroup of another cell */
+	STAT_RECLAIM,		/* a CPU lent to another cell was taken back */
+	STAT_BOOST,		/* a waking task was boosted (interactive step) */
+	STAT_BOOST_DISPATCH,	/* task moved from a boost DSQ */
+	STAT_NO_CREDIT,		/* a boostable wakeup had no burst credit left */
 	AGENTCG_NR_STATS,
 };
 
@@ -98,6 +117,63 @@ struct cgrp_ctx {
 	u64 bw_usage_ns;	/* subtree CPU time charged while limited */
 	u64 bw_period_usage;	/* subtree CPU time charged in this period */
 	u64 bw_max_period_usage; /* largest bw_period_usage of a finished period */
+
+	/* cells and policy (cells.bpf.h, policy.bpf.h) */
+	u32 raw_weight;		/* cpu.weight as the kernel gave it */
+	u32 cfg_seq;		/* cells_seq the fields below were resolved at */
+	u32 cell;
+	u32 domain;
+	u32 profile;
+	u32 herd_level;		/* lowest ancestor level herd control looks at */
+	u64 slice_ns;		/* task slice (profile override or default) */
+	s64 credit_ns;		/* wakeup-boost burst credit (token bucket) */
+	u64 credit_at;		/* when credit_ns was last refilled */
+	u64 nr_boosts;
+	u64 boost_ns;		/* CPU time run on boosted wakeups */
+};
+
+/*
+ * What userspace assigns to a configured cgroup (map cgrp_cfgs, keyed by
+ * cgroup id). Cgroups without an entry inherit their nearest configured
+ * ancestor's, or cell 0 / domain 0 / no profile.
+ */
+struct cgrp_cfg {
+	u32 cell;
+	u32 domain;
+	u32 profile;
+	u32 herd_level;
+};
+
+/* A policy profile as BPF applies it (array map profiles). */
+struct profile_cfg {
+	u32 class;		/* 1 interactive, 2 tool, 3 background */
+	u32 weight_mult;	/* x AGENTCG_MULT_ONE */
+	u64 slice_ns;		/* 0: the default slice */
+	u64 credit_max_ns;	/* burst credit capacity (0: no boost) */
+	u32 refill_pct;		/* credit refill, percent of one CPU */
+	u32 boost;		/* wakeup boost on */
+};
+
+/*
+ * The cell layout userspace stages in .bss (cells_staged) before running
+ * the agentcg_apply_cells program, which installs it all at once.
+ */
+struct cells_cfg {
+	u32 nr_domains;
+	u32 nr_cells;
+	u64 domain_mask[AGENTCG_MAX_DOMAINS][AGENTCG_MASK_WORDS];
+	u32 domain_cell[AGENTCG_MAX_DOMAINS];
+	u32 cpu_cell[AGENTCG_MAX_CPUS];
+	u32 cpu_nr_domains[AGENTCG_MAX_CPUS];
+	u32 cpu_domains[AGENTCG_MAX_CPUS][AGENTCG_CPU_DOMAINS];
+};
+
+/* per-cell counters (cell_stats in .bss) */
+struct cell_stat {
+	u64 busy_ns;		/* CPU time used on the cell's CPUs */
+	u64 used_ns;		/* CPU time the cell's tasks used, anywhere */
+	u64 borrowed_ns;	/* the cell's tasks ran on other cells' CPUs */
+	u64 lent_ns;		/* other cells' tasks ran on this cell's CPUs */
 };
 
 /* argument of the agentcg_set_bandwidth syscall program */

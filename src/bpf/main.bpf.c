@@ -44,6 +44,12 @@
  *
  * cpu.max is enforced in BPF too (bandwidth.bpf.h): budgets per limited
  * cgroup, refilled by timers, throttled subtrees parked off the tree.
+ *
+ * Cells (cells.bpf.h): with sessions configured, the tree is ordered by
+ * (placement domain, key) and each CPU serves only the domains it belongs
+ * to, so the flattened weights apply inside each session's cell. Herd
+ * control then looks only at ancestors inside the session. Step profiles
+ * (policy.bpf.h) scale weights, set slices and boost interactive wakeups.
  */
 #include <scx/common.bpf.h>
 #include "intf.h"
@@ -58,7 +64,6 @@ const volatile bool herd_control = true;	/* off only for comparisons */
 /* cpu.max comes from ops.cgroup_set_bandwidth (else from userspace) */
 const volatile bool use_kernel_bandwidth = true;
 
-u64 cvtime_now;		/* charged vtime of the last cgroup picked */
 u64 hweight_gen = 1;	/* bumped when any active weight sum changes */
 
 UEI_DEFINE(uei);
@@ -88,6 +93,12 @@ struct cpu_ctx {
 	u64 pending_cgid;	/* cgroup this CPU last enqueued into */
 	u64 run_cgid;		/* cgroup of the task running here (cpu.max) */
 	bool pinned_last;	/* last dispatch came from the pinned DSQ */
+	bool lent;		/* serving a cgroup of another cell (borrowing) */
+	bool run_boosted;	/* the running task was boosted */
+	u32 cells_seq;		/* layout this CPU last served under */
+	u32 cell;		/* the cell this CPU belongs to */
+	u32 nr_domains;		/* 0: no cells, domain 0 only */
+	u32 domains[AGENTCG_CPU_DOMAINS];
 };
 
 struct {
@@ -107,6 +118,7 @@ struct {
 struct task_ctx {
 	u64 run_start;		/* sum_exec_runtime when the task started running */
 	u64 cgid;		/* the task's cgroup (init_task, cgroup_move) */
+	bool boosted;		/* this run came from a boost DSQ */
 };
 
 struct {
@@ -121,6 +133,7 @@ struct cgrp_node {
 	struct bpf_rb_node rb;
 	u64 key;
 	u64 cgid;
+	u32 domain;		/* placement domain (cells.bpf.h) */
 };
 
 private(TREE) struct bpf_spin_lock tree_lock;
@@ -155,6 +168,8 @@ static bool node_less(struct bpf_rb_node *a, const struct bpf_rb_node *b)
 	struct cgrp_node *na = container_of(a, struct cgrp_node, rb);
 	struct cgrp_node *nb = container_of(b, struct cgrp_node, rb);
 
+	if (na->domain != nb->domain)
+		return na->domain < nb->domain;
 	return vtime_before(na->key, nb->key);
 }
 
@@ -190,6 +205,14 @@ static __always_inline u64 scale_by_hweight(u64 ns, u64 hw)
 }
 
 #include "bandwidth.bpf.h"
+#include "cells.bpf.h"
+#include "policy.bpf.h"
+
+/* the cvtime frontier of @cgc's cell */
+static __always_inline u64 *vnow_of(struct cgrp_ctx *cgc)
+{
+	return &cell_vnow[cell_idx(cgc->cell)];
+}
 
 /*
  * Recompute the hweights along @cgrp's path if any active weight sum
@@ -243,9 +266,9 @@ static void refresh_hweight(struct cgroup *cgrp, struct cgrp_ctx *cgc)
  * leave a weight counted twice or a cgroup active without runnable tasks.
  */
 static __always_inline bool account_child(struct cgrp_ctx *parent, u32 *counted,
-					  bool want, u64 w)
+					  bool want, u64 w, u64 vnow)
 {
-	u64 floor = cvtime_now - cgrp_slice_ns;
+	u64 floor = vnow - cgrp_slice_ns;
 
 	if (want == !!*counted)
 		return false;
@@ -275,19 +298,22 @@ static void update_activity(struct cgroup *cgrp, bool runnable)
 {
 	struct cgrp_ctx *cgc, *c, *child;
 	bool changed;
+	u64 vnow;
 	u32 i;
 
 	cgc = cgrp_ctx_of(cgrp);
 	if (!cgc)
 		return;
+	resolve_cgrp(cgrp, cgc);
+	vnow = *vnow_of(cgc);
 
 	if (runnable) {
 		if (__sync_fetch_and_add(&cgc->nr_runnable, 1))
 			return;
 		stat_inc(STAT_ACTIVATE);
 		/* a waking cgroup keeps at most one cgroup slice of credit */
-		if (vtime_before(cgc->cvtime, cvtime_now - cgrp_slice_ns))
-			cgc->cvtime = cvtime_now - cgrp_slice_ns;
+		if (vtime_before(cgc->cvtime, vnow - cgrp_slice_ns))
+			cgc->cvtime = vnow - cgrp_slice_ns;
 	} else {
 		if (__sync_sub_and_fetch(&cgc->nr_runnable, 1))
 			return;
@@ -296,7 +322,7 @@ static void update_activity(struct cgroup *cgrp, bool runnable)
 
 	bpf_spin_lock(&tree_lock);
 	changed = account_child(cgc, &cgc->self_counted, cgc->nr_runnable > 0,
-				AGENTCG_SELF_WEIGHT);
+				AGENTCG_SELF_WEIGHT, vnow);
 	bpf_spin_unlock(&tree_lock);
 
 	bpf_for(i, 1, cgrp->level + 1) {
@@ -308,7 +334,7 @@ static void update_activity(struct cgroup *cgrp, bool runnable)
 			break;
 		bpf_spin_lock(&tree_lock);
 		changed = account_child(c, &child->counted, child->nr_active > 0,
-					child->weight);
+					child->weight, vnow);
 		bpf_spin_unlock(&tree_lock);
 	}
 
@@ -329,7 +355,8 @@ static bool herd_floor(struct cgroup *cgrp, struct cgrp_ctx *cgc, u64 *floorp)
 	bool any = false;
 	u32 level;
 
-	bpf_for(level, 1, cgrp->level) {
+	/* in a session's cell only the session's own subtree counts */
+	bpf_for(level, cgc->herd_level ?: 1, cgrp->level) {
 		c = ancestor_ctx(cgrp, level);
 		if (!c)
 			break;
@@ -429,6 +456,7 @@ static void cgrp_enqueued(struct cgroup *cgrp, struct cgrp_ctx *cgc)
 		return;
 
 	node->key = cgrp_key(cgrp, cgc);
+	node->domain = cgc->domain;
 	bpf_spin_lock(&tree_lock);
 	bpf_rbtree_add(&tree, &node->rb, node_less);
 	bpf_spin_unlock(&tree_lock);
@@ -566,6 +594,20 @@ static void release_cur(struct cpu_ctx *cpuc)
 }
 
 /*
+ * A cells apply happened since this CPU last looked: stop serving what it
+ * picked under the old layout. Returns true if so.
+ */
+static bool cells_resync(struct cpu_ctx *cpuc)
+{
+	if (cpuc->cells_seq == cells_seq)
+		return false;
+	release_cur(cpuc);
+	cpuc->lent = false;
+	cpuc->cells_seq = cells_seq;
+	return true;
+}
+
+/*
  * Pop the cgroup furthest behind its share and move one of its tasks to
  * this CPU. Returns true if a task was moved.
  */
@@ -576,17 +618,11 @@ static bool pick_from_tree(struct cpu_ctx *cpuc, u64 now)
 	struct cgroup *cgrp;
 	struct cgrp_ctx *cgc;
 	u64 cgid, key, eff, seq;
+	bool lent;
 	u32 i;
 
 	bpf_for(i, 0, AGENTCG_PICK_RETRIES) {
-		bpf_spin_lock(&tree_lock);
-		rb = bpf_rbtree_first(&tree);
-		if (!rb) {
-			bpf_spin_unlock(&tree_lock);
-			return false;
-		}
-		rb = bpf_rbtree_remove(&tree, rb);
-		bpf_spin_unlock(&tree_lock);
+		rb = pop_for_cpu(cpuc, &lent);
 		if (!rb)
 			return false;
 		node = container_of(rb, struct cgrp_node, rb);
@@ -607,12 +643,18 @@ static bool pick_from_tree(struct cpu_ctx *cpuc, u64 now)
 		}
 		seq = cgc->enq_seq;
 
-		/* an ancestor may have run ahead since the node was queued */
+		/*
+		 * An ancestor may have run ahead since the node was queued, or
+		 * a cells apply moved the cgroup to another domain.
+		 */
+		resolve_cgrp(cgrp, cgc);
 		eff = cgrp_key(cgrp, cgc);
-		if (vtime_before(key + cgrp_slice_ns, eff) &&
+		if ((node->domain != cgc->domain ||
+		     vtime_before(key + cgrp_slice_ns, eff)) &&
 		    i < AGENTCG_PICK_RETRIES - 1) {
 			stat_inc(STAT_REQUEUE);
 			node->key = eff;
+			node->domain = cgc->domain;
 			bpf_spin_lock(&tree_lock);
 			bpf_rbtree_add(&tree, &node->rb, node_less);
 			bpf_spin_unlock(&tree_lock);
@@ -634,8 +676,8 @@ static bool pick_from_tree(struct cpu_ctx *cpuc, u64 now)
 		 * The front cgroup's charged vtime (without reservations) is
 		 * the progress every wake-up credit is measured against.
 		 */
-		if (vtime_before(cvtime_now, cgc->cvtime))
-			cvtime_now = cgc->cvtime;
+		if (vtime_before(*vnow_of(cgc), cgc->cvtime))
+			*vnow_of(cgc) = cgc->cvtime;
 
 		if (!scx_bpf_dsq_move_to_local(cgid, 0)) {
 			stat_inc(STAT_PICK_EMPTY);
@@ -645,6 +687,9 @@ static bool pick_from_tree(struct cpu_ctx *cpuc, u64 now)
 		}
 
 		stat_inc(STAT_CGRP_DISPATCH);
+		if (lent)
+			stat_inc(STAT_BORROW);
+		cpuc->lent = lent;
 		__sync_fetch_and_add(&cgc->nr_dispatches, 1);
 		refresh_hweight(cgrp, cgc);
 		cpuc->cur_cgid = cgid;
@@ -679,17 +724,72 @@ static bool is_pcpu_kthread(const struct task_struct *p)
 	return (p->flags & PF_KTHREAD) && p->nr_cpus_allowed == 1;
 }
 
+/*
+ * With cells, a task's CPUs are its domain's mask and its own affinity:
+ * @tmp gets their intersection. Returns false without cells.
+ */
+static bool task_domain_cpus(struct task_struct *p, struct cgrp_ctx *cgc,
+			     struct bpf_cpumask *tmp)
+{
+	const struct cpumask *m;
+
+	if (!cells_active() || !tmp)
+		return false;
+	m = domain_mask(cgc->domain);
+	if (!m)
+		return false;
+	bpf_cpumask_and(tmp, m, p->cpus_ptr);
+	return true;
+}
+
 s32 BPF_STRUCT_OPS(agentcg_select_cpu, struct task_struct *p, s32 prev_cpu,
 		   u64 wake_flags)
 {
+	struct bpf_cpumask *tmp;
+	struct cgroup *cgrp;
+	struct cgrp_ctx *cgc;
 	bool is_idle = false;
-	s32 cpu;
+	u64 slice = slice_ns;
+	s32 cpu = prev_cpu;
 
-	cpu = scx_bpf_select_cpu_dfl(p, prev_cpu, wake_flags, &is_idle);
+	cgrp = scx_bpf_task_cgroup(p);
+	if (!cgrp)
+		return prev_cpu;
+	cgc = cgrp_ctx_of(cgrp);
+	if (cgc) {
+		resolve_cgrp(cgrp, cgc);
+		slice = cgc->slice_ns ?: slice_ns;
+	}
+	bpf_cgroup_release(cgrp);
+
+	tmp = tmp_mask();
+	if (cgc && !is_pcpu_kthread(p) && task_domain_cpus(p, cgc, tmp)) {
+		const struct cpumask *cpus = (const struct cpumask *)tmp;
+
+		if (bpf_cpumask_empty(cpus))
+			return prev_cpu;	/* enqueue() places it */
+		if (bpf_cpumask_test_cpu(prev_cpu, cpus) &&
+		    scx_bpf_test_and_clear_cpu_idle(prev_cpu)) {
+			is_idle = true;
+		} else {
+			cpu = scx_bpf_pick_idle_cpu(cpus, 0);
+			if (cpu >= 0)
+				is_idle = true;
+			else if (bpf_cpumask_test_cpu(prev_cpu, cpus))
+				cpu = prev_cpu;
+			else
+				cpu = bpf_cpumask_any_distribute(cpus);
+		}
+		if (cpu < 0 || cpu >= nr_cpus)
+			cpu = prev_cpu;
+	} else {
+		cpu = scx_bpf_select_cpu_dfl(p, prev_cpu, wake_flags, &is_idle);
+	}
+
 	if (is_idle && !task_bw_throttled(p)) {
 		/* charged to the cgroup in stopping() like any other run */
 		stat_inc(STAT_IDLE_LOCAL);
-		scx_bpf_dsq_insert(p, SCX_DSQ_LOCAL, slice_ns, 0);
+		scx_bpf_dsq_insert(p, SCX_DSQ_LOCAL, slice, 0);
 	}
 	return cpu;
 }
@@ -699,7 +799,7 @@ s32 BPF_STRUCT_OPS(agentcg_select_cpu, struct task_struct *p, s32 prev_cpu,
  * CPU was idle: preempt a CPU that serves a cgroup with a later key, so the
  * waking cgroup does not wait for a whole slice.
  */
-static void wake_preempt_cpu(struct task_struct *p, u64 key)
+static void wake_preempt_cpu(struct task_struct *p, u64 key, u32 domain)
 {
 	s32 cpu, start = scx_bpf_task_cpu(p), victim = -1;
 	u64 worst = key;
@@ -713,6 +813,8 @@ static void wake_preempt_cpu(struct task_struct *p, u64 key)
 			continue;
 		cpuc = bpf_map_lookup_percpu_elem(&cpu_ctxs, &(u32){0}, cpu);
 		if (!cpuc || !cpuc->cur_cgid)
+			continue;
+		if (cells_active() && !cpu_in_domain(cpuc, domain))
 			continue;
 		if (vtime_before(worst, cpuc->cur_key)) {
 			worst = cpuc->cur_key;
@@ -731,42 +833,55 @@ static void wake_preempt_cpu(struct task_struct *p, u64 key)
 	}
 }
 
+/*
+ * Does @p need a per-CPU pinned DSQ: can it not run on every CPU its
+ * cgroup's domain (without cells: the machine) offers?
+ */
+static bool task_restricted(struct task_struct *p, struct cgrp_ctx *cgc)
+{
+	const struct cpumask *m;
+
+	if (!cells_active())
+		return p->nr_cpus_allowed < nr_cpus;
+	m = domain_mask(cgc->domain);
+	return m && !bpf_cpumask_subset(m, p->cpus_ptr);
+}
+
+/* Queue a restricted-affinity task on a CPU it may use (its domain's first). */
+static void enqueue_pinned(struct task_struct *p, struct cgrp_ctx *cgc,
+			   u64 slice, u64 enq_flags)
+{
+	struct bpf_cpumask *tmp = tmp_mask();
+	const struct cpumask *cpus = p->cpus_ptr;
+	s32 cpu = scx_bpf_task_cpu(p);
+
+	if (task_domain_cpus(p, cgc, tmp) &&
+	    !bpf_cpumask_empty((const struct cpumask *)tmp))
+		cpus = (const struct cpumask *)tmp;
+	if (!bpf_cpumask_test_cpu(cpu, cpus))
+		cpu = bpf_cpumask_any_distribute(cpus);
+	if (cpu < 0 || cpu >= nr_cpus) {
+		scx_bpf_dsq_insert(p, AGENTCG_FALLBACK_DSQ, slice, enq_flags);
+		return;
+	}
+	stat_inc(STAT_PINNED_ENQ);
+	scx_bpf_dsq_insert(p, PINNED_DSQ(cpu), slice, enq_flags);
+	scx_bpf_kick_cpu(cpu, SCX_KICK_IDLE);
+}
+
 void BPF_STRUCT_OPS(agentcg_enqueue, struct task_struct *p, u64 enq_flags)
 {
+	struct bpf_cpumask *tmp;
+	struct task_ctx *tctx;
 	struct cgroup *cgrp;
 	struct cgrp_ctx *cgc;
 	struct cpu_ctx *cpuc;
-	u64 tvtime;
+	u64 tvtime, slice;
 	bool was_queued;
 	s32 cpu;
 
 	if (is_pcpu_kthread(p)) {
 		stat_inc(STAT_KTHREAD_LOCAL);
-		scx_bpf_dsq_insert(p, SCX_DSQ_LOCAL, slice_ns, enq_flags);
-		return;
-	}
-
-	if (p->nr_cpus_allowed < nr_cpus) {
-		cpu = scx_bpf_task_cpu(p);
-
-		if (!bpf_cpumask_test_cpu(cpu, p->cpus_ptr))
-			cpu = bpf_cpumask_any_distribute(p->cpus_ptr);
-		if (cpu < 0 || cpu >= nr_cpus) {
-			scx_bpf_dsq_insert(p, AGENTCG_FALLBACK_DSQ, slice_ns, enq_flags);
-			return;
-		}
-		stat_inc(STAT_PINNED_ENQ);
-		scx_bpf_dsq_insert(p, PINNED_DSQ(cpu), slice_ns, enq_flags);
-		scx_bpf_kick_cpu(cpu, SCX_KICK_IDLE);
-		return;
-	}
-
-	/*
-	 * The CPU found nothing else to run: keep @p on it. It is charged at
-	 * tick and stop like any other run.
-	 */
-	if ((enq_flags & SCX_ENQ_LAST) && !task_bw_throttled(p)) {
-		stat_inc(STAT_LAST_LOCAL);
 		scx_bpf_dsq_insert(p, SCX_DSQ_LOCAL, slice_ns, enq_flags);
 		return;
 	}
@@ -781,14 +896,44 @@ void BPF_STRUCT_OPS(agentcg_enqueue, struct task_struct *p, u64 enq_flags)
 		scx_bpf_dsq_insert(p, AGENTCG_FALLBACK_DSQ, slice_ns, enq_flags);
 		goto out;
 	}
+	resolve_cgrp(cgrp, cgc);
+	slice = cgc->slice_ns ?: slice_ns;
+	cpuc = this_cpu_ctx();
+
+	if (task_restricted(p, cgc)) {
+		enqueue_pinned(p, cgc, slice, enq_flags);
+		goto out;
+	}
+
+	/*
+	 * The CPU found nothing else to run: keep @p on it (if it is one of
+	 * @p's cell). It is charged at tick and stop like any other run.
+	 */
+	if ((enq_flags & SCX_ENQ_LAST) && !task_bw_throttled(p) &&
+	    (!cells_active() || (cpuc && cpu_in_domain(cpuc, cgc->domain)))) {
+		stat_inc(STAT_LAST_LOCAL);
+		scx_bpf_dsq_insert(p, SCX_DSQ_LOCAL, slice, enq_flags);
+		goto out;
+	}
+
+	/* interactive steps: a waking task goes ahead while it has credit */
+	if (boost_on && (enq_flags & SCX_ENQ_WAKEUP) && !bw_throttled(cgrp) &&
+	    boost_allowed(cgc, bpf_ktime_get_ns())) {
+		tctx = bpf_task_storage_get(&task_ctxs, p, 0, 0);
+		if (tctx)
+			tctx->boosted = true;
+		stat_inc(STAT_BOOST);
+		__sync_fetch_and_add(&cgc->nr_boosts, 1);
+		boost_enqueue(p, cgc->domain, slice, enq_flags);
+		goto out;
+	}
 
 	/* a task that slept keeps at most one slice of credit in its cgroup */
 	tvtime = p->scx.dsq_vtime;
 	if (vtime_before(tvtime, cgc->tvtime_now - slice_ns))
 		tvtime = cgc->tvtime_now - slice_ns;
-	scx_bpf_dsq_insert_vtime(p, cgc->cgid, slice_ns, tvtime, enq_flags);
+	scx_bpf_dsq_insert_vtime(p, cgc->cgid, slice, tvtime, enq_flags);
 	__sync_fetch_and_add(&cgc->enq_seq, 1);
-	cpuc = this_cpu_ctx();
 	if (cpuc)
 		cpuc->pending_cgid = cgc->cgid;
 
@@ -796,11 +941,29 @@ void BPF_STRUCT_OPS(agentcg_enqueue, struct task_struct *p, u64 enq_flags)
 	cgrp_enqueued(cgrp, cgc);
 
 	/* work conservation: an idle CPU that could run @p looks at the tree */
-	cpu = scx_bpf_pick_idle_cpu(p->cpus_ptr, 0);
-	if (cpu >= 0)
+	tmp = tmp_mask();
+	if (task_domain_cpus(p, cgc, tmp))
+		cpu = scx_bpf_pick_idle_cpu((const struct cpumask *)tmp, 0);
+	else
+		cpu = scx_bpf_pick_idle_cpu(p->cpus_ptr, 0);
+	if (cpu >= 0) {
 		scx_bpf_kick_cpu(cpu, SCX_KICK_IDLE);
-	else if (wake_preempt && !was_queued && (enq_flags & SCX_ENQ_WAKEUP))
-		wake_preempt_cpu(p, cgrp_key(cgrp, cgc));
+		goto out;
+	}
+	/* no idle CPU of its own: take back a lent one, or borrow an idle one */
+	if (borrowing && cells_active()) {
+		if (reclaim_lent_cpu(cgc->domain))
+			goto out;
+		if (cgc->domain < cells_staged.nr_cells) {
+			cpu = scx_bpf_pick_idle_cpu(p->cpus_ptr, 0);
+			if (cpu >= 0) {
+				scx_bpf_kick_cpu(cpu, SCX_KICK_IDLE);
+				goto out;
+			}
+		}
+	}
+	if (wake_preempt && !was_queued && (enq_flags & SCX_ENQ_WAKEUP))
+		wake_preempt_cpu(p, cgrp_key(cgrp, cgc), cgc->domain);
 out:
 	bpf_cgroup_release(cgrp);
 }
@@ -838,8 +1001,11 @@ static void unpark(void)
 			continue;
 		}
 		cgc = cgrp_ctx_of(cgrp);
-		if (cgc)
+		if (cgc) {
+			resolve_cgrp(cgrp, cgc);
 			node->key = cgrp_key(cgrp, cgc);
+			node->domain = cgc->domain;
+		}
 		bpf_cgroup_release(cgrp);
 		bpf_spin_lock(&tree_lock);
 		bpf_rbtree_add(&tree, &node->rb, node_less);
@@ -883,8 +1049,14 @@ void BPF_STRUCT_OPS(agentcg_dispatch, s32 cpu, struct task_struct *prev)
 
 	if (!cpuc)
 		return;
+	cells_resync(cpuc);
 	rescue_pending(cpuc);
 	unpark();
+
+	if (dispatch_boosted(cpuc)) {
+		stat_inc(STAT_BOOST_DISPATCH);
+		return;
+	}
 
 	/* pinned tasks and the tree take turns on this CPU */
 	if (!cpuc->pinned_last && dispatch_pinned(cpu)) {
@@ -895,12 +1067,15 @@ void BPF_STRUCT_OPS(agentcg_dispatch, s32 cpu, struct task_struct *prev)
 	cpuc->pinned_last = false;
 
 	if (cpuc->cur_cgid) {
-		if (vtime_before(now, cpuc->cur_until) && !cgid_bw_throttled(cpuc->cur_cgid) &&
+		/* a lent CPU looks at its own cell first every time */
+		if (!cpuc->lent && vtime_before(now, cpuc->cur_until) &&
+		    !cgid_bw_throttled(cpuc->cur_cgid) &&
 		    scx_bpf_dsq_move_to_local(cpuc->cur_cgid, 0)) {
 			stat_inc(STAT_CGRP_STICKY);
 			return;
 		}
 		release_cur(cpuc);
+		cpuc->lent = false;
 	}
 
 	if (pick_from_tree(cpuc, now))
@@ -950,8 +1125,10 @@ void BPF_STRUCT_OPS(agentcg_running, struct task_struct *p)
 	if (!cgrp)
 		return;
 	cpuc = this_cpu_ctx();
-	if (cpuc)
+	if (cpuc) {
 		cpuc->run_cgid = cgrp->kn->id;
+		cpuc->run_boosted = tctx && tctx->boosted;
+	}
 	if (nr_bw_cgroups) {
 		/*
 		 * cpu.max: every CPU may be running a task of the same limited
@@ -999,8 +1176,20 @@ static void charge_task(struct task_struct *p)
 	if (!cgrp)
 		return;
 	cgc = cgrp_ctx_of(cgrp);
-	if (cgc)
+	if (cgc) {
 		charge(cgrp, cgc, used);
+		if (tctx->boosted) {
+			/* boosted runs spend the step's burst credit */
+			__sync_fetch_and_sub(&cgc->credit_ns, (s64)used);
+			__sync_fetch_and_add(&cgc->boost_ns, used);
+		}
+		if (cells_active()) {
+			struct cpu_ctx *cpuc = this_cpu_ctx();
+
+			if (cpuc)
+				cells_charge(cpuc, cgc->cell, used);
+		}
+	}
 	bpf_cgroup_release(cgrp);
 }
 
@@ -1009,8 +1198,12 @@ void BPF_STRUCT_OPS(agentcg_tick, struct task_struct *p)
 	struct cpu_ctx *cpuc = this_cpu_ctx();
 
 	charge_task(p);
-	if (cpuc)
+	if (cpuc) {
 		rescue_pending(cpuc);
+		/* a cells apply happened: re-place what runs here */
+		if (cells_resync(cpuc))
+			p->scx.slice = 0;
+	}
 	/* cpu.max: a task whose cgroup ran out of budget stops now */
 	if (!(p->flags & PF_EXITING) && task_bw_throttled(p))
 		p->scx.slice = 0;
@@ -1018,7 +1211,13 @@ void BPF_STRUCT_OPS(agentcg_tick, struct task_struct *p)
 
 void BPF_STRUCT_OPS(agentcg_stopping, struct task_struct *p, bool runnable)
 {
+	struct task_ctx *tctx;
+
 	charge_task(p);
+	/* a boost lasts one run */
+	tctx = bpf_task_storage_get(&task_ctxs, p, 0, 0);
+	if (tctx)
+		tctx->boosted = false;
 }
 
 s32 BPF_STRUCT_OPS(agentcg_init_task, struct task_struct *p,
@@ -1052,8 +1251,10 @@ s32 BPF_STRUCT_OPS_SLEEPABLE(agentcg_cgroup_init, struct cgroup *cgrp,
 	cgc->cgid = cgid;
 	cgc->weight = args->weight ?: 100;
 	cgc->level = cgrp->level;
-	cgc->cvtime = cvtime_now;
-	cgc->gvtime = cvtime_now;
+	cgc->raw_weight = args->weight ?: 100;
+	resolve_cgrp_init(cgrp, cgc);
+	cgc->cvtime = *vnow_of(cgc);
+	cgc->gvtime = *vnow_of(cgc);
 	cgc->hweight = AGENTCG_HWEIGHT_ONE;
 	cgc->hweight_own = AGENTCG_HWEIGHT_ONE;
 
@@ -1127,24 +1328,12 @@ void BPF_STRUCT_OPS(agentcg_cgroup_move, struct task_struct *p,
 
 void BPF_STRUCT_OPS(agentcg_cgroup_set_weight, struct cgroup *cgrp, u32 weight)
 {
-	struct cgrp_ctx *cgc, *parent = NULL;
+	struct cgrp_ctx *cgc = cgrp_ctx_of(cgrp);
 
-	cgc = cgrp_ctx_of(cgrp);
 	if (!cgc)
 		return;
-	if (cgrp->level)
-		parent = ancestor_ctx(cgrp, cgrp->level - 1);
-
-	weight = weight ?: 1;
-	bpf_spin_lock(&tree_lock);
-	if (parent && cgc->counted) {
-		parent->child_weight_sum += weight;
-		parent->child_weight_sum -= parent->child_weight_sum < cgc->weight ?
-			parent->child_weight_sum : cgc->weight;
-	}
-	cgc->weight = weight;
-	bpf_spin_unlock(&tree_lock);
-	__sync_fetch_and_add(&hweight_gen, 1);
+	cgc->raw_weight = weight ?: 1;
+	set_weight(cgrp, cgc, effective_weight(cgc));
 }
 
 void BPF_STRUCT_OPS(agentcg_cgroup_set_bandwidth, struct cgroup *cgrp,
@@ -1175,7 +1364,7 @@ int agentcg_set_bandwidth(struct bw_args *args)
 s32 BPF_STRUCT_OPS_SLEEPABLE(agentcg_init)
 {
 	struct sweep_timer *st;
-	u32 zero = 0;
+	u32 zero = 0, d;
 	s32 ret, cpu;
 
 	st = bpf_map_lookup_elem(&sweep_timers, &zero);
@@ -1191,7 +1380,20 @@ s32 BPF_STRUCT_OPS_SLEEPABLE(agentcg_init)
 	if (ret)
 		return ret;
 	bpf_for(cpu, 0, nr_cpus) {
+		struct bpf_cpumask *m;
+		u32 key = cpu;
+
 		ret = scx_bpf_create_dsq(PINNED_DSQ(cpu), -1);
+		if (ret)
+			return ret;
+		m = bpf_cpumask_create();
+		if (!m)
+			return -ENOMEM;
+		if (slot_install(bpf_map_lookup_elem(&tmp_masks, &key), m))
+			return -ENOENT;
+	}
+	bpf_for(d, 0, AGENTCG_MAX_DOMAINS) {
+		ret = scx_bpf_create_dsq(BOOST_DSQ(d), -1);
 		if (ret)
 			return ret;
 	}

@@ -44,3 +44,41 @@ cg_max() {
     echo "$2" > "$(cg_path "$1")/cpu.max" || return 1
     [ -z "${3:-}" ] || echo "$3" > "$(cg_path "$1")/cpu.max.burst"
 }
+
+# stats_json FILE: save one stats "top" reply of the running scheduler.
+stats_json() {
+    agentcg-load rawreq /var/run/scx/root/stats '{"req":"stats","args":{"target":"top"}}' > "$1"
+}
+
+# cell_field FILE CELL FIELD: a field of one cell in a saved stats reply.
+cell_field() {
+    sed -n "s/.*\"cells\":{.*\"$2\":{[^}]*\"$3\":\"\{0,1\}\([^,\"}]*\).*/\1/p" "$1"
+}
+
+# step_field FILE SESSION/STEP FIELD: a field of one step in a saved reply.
+step_field() {
+    sed -n "s|.*\"steps\":{.*\"$2\":{[^}]*\"$3\":\"\{0,1\}\([^,\"}]*\).*|\1|p" "$1"
+}
+
+# cg_cpus_seen CG SECS: the CPUs CG's threads were seen on while sampling
+# /proc every 0.1 s for SECS seconds, as a sorted space-separated list.
+cg_cpus_seen() {
+    _end=$(calc "$(cut -d' ' -f1 /proc/uptime) + $2")
+    while fle "$(cut -d' ' -f1 /proc/uptime)" "$_end"; do
+        for _t in $(cat "$(cg_path "$1")/cgroup.threads" 2>/dev/null); do
+            awk '{ print $39 }' "/proc/$_t/stat" 2>/dev/null
+        done
+        sleep 0.1
+    done | sort -n | uniq | tr '\n' ' ' | sed 's/ $//'
+}
+
+# in_cpulist CPU LIST: is CPU in the kernel cpulist LIST ("0-2,5")?
+in_cpulist() {
+    echo "$2" | tr ',' '\n' | awk -v c="$1" -F- '{ lo = $1; hi = ($2 == "" ? $1 : $2); if (c >= lo && c <= hi) f = 1 } END { exit !f }'
+}
+
+# all_in_cpulist "CPUS" LIST: every CPU of the space-separated list is in LIST.
+all_in_cpulist() {
+    for _c in $1; do in_cpulist "$_c" "$2" || return 1; done
+    return 0
+}
