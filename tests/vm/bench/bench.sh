@@ -65,9 +65,46 @@ run_cases() {
 get() { grep "^$2 " "/tmp/res.$1" | head -n1; }
 shares() { get "$1" "$2" | awk '{ s = ""; for (i = 2; i <= NF; i++) if ($i !~ /^dev=/) { split($i, kv, "="); s = s (s ? " / " : "") kv[2] } print s }'; }
 
+# agent sessions: an interactive step's probe beside 6 background spinners
+# of its session (background at half weight), and how long a new session
+# waits for its cell
+P=agentcg
+mkdir -p "$CG_ROOT/$P" && echo "+cpu +cpuset +memory" > "$CG_ROOT/$P/cgroup.subtree_control"
+cg_new $P/s1 100 > /dev/null && echo "+cpu +cpuset +memory" > "$CG_ROOT/$P/s1/cgroup.subtree_control"
+cg_new $P/s1/chat 100 > /dev/null; cg_new $P/s1/bg 100 > /dev/null
+policy() {
+    printf '[profile.chat]\nclass = "interactive"\nwakeup_boost = %s\nburst_credit_ms = 50\nburst_refill_pct = 20\n' "$1"
+    printf '[profile.bg]\nclass = "background"\nweight = 0.5\n'
+    printf '[[select]]\nprofile = "chat"\npath = "%s/*/chat"\n[[select]]\nprofile = "bg"\npath = "%s/*/bg"\n' $P $P
+}
+session_probe() {   # session_probe LABEL: p50/p99 of the chat probe
+    spin_in $P/s1/bg 6 $((WIN + 3)); sleep 1
+    l=$(agentcg-load wakeup --cgroup $P/s1/chat --interval-us 2000 --duration $WIN); drain
+    echo "slat $l" >> "/tmp/res.$1"
+}
+
 run_cases cfs
+echo 50 > "$CG_ROOT/$P/s1/bg/cpu.weight"   # what the bg profile does, for CFS
+session_probe cfs
+echo 100 > "$CG_ROOT/$P/s1/bg/cpu.weight"
 sched_start || fail "scheduler did not start"
 run_cases agentcg
+sched_stop INT
+policy true > /tmp/pol.toml; policy true > /tmp/on.toml; policy false > /tmp/off.toml
+sched_start --cell-parent-cgroup $P --policy /tmp/pol.toml || fail "scheduler (sessions) did not start"
+session_probe boost
+cp /tmp/off.toml /tmp/pol.toml; kill -HUP "$SCHED_PID"; sleep 1
+session_probe noboost
+# mkdir of a session to its cell applied (the scheduler's own measure)
+: > /tmp/applat
+i=0; while [ $i -lt 20 ]; do
+    mkdir "$CG_ROOT/$P/n$i"; sleep 0.3
+    stats_json /tmp/al.json
+    sed -n 's/.*"cell_apply_latency_us":\([0-9]*\).*/\1/p' /tmp/al.json >> /tmp/applat
+    rmdir "$CG_ROOT/$P/n$i"; sleep 0.3
+    i=$((i + 1))
+done
+applat=$(sort -n /tmp/applat | awk '{ v[NR] = $1 } END { printf "median %.1f ms, max %.1f ms (%d sessions)", v[int((NR + 1) / 2)] / 1000, v[NR] / 1000, NR }')
 sched_stop INT
 
 for L in cfs agentcg; do
@@ -78,6 +115,9 @@ for L in cfs agentcg; do
     eval "herd_$L=\$(kv H \"\$(get $L herd)\")"
     for q in q10 q50 q150; do eval "${q}_$L=\$(get $L $q | awk '{ print \$2 }')"; done
     eval "qnest_$L=\"\$(get $L qnest | awk '{ printf \"%.1f %%, c3/c1 %.2f\", \$2, \$3 }')\""
+done
+for L in cfs boost noboost; do
+    eval "slat_$L=\"\$(kv p50_us \"\$(get $L slat)\") / \$(kv p99_us \"\$(get $L slat)\")\""
 done
 # |used - quota| as a percentage of the quota
 err() { awk -v u="$1" -v q="$2" 'BEGIN { d = u - q; if (d < 0) d = -d; printf "%.1f", d * 100 / q }'; }
@@ -95,6 +135,8 @@ echo "| cpu.max 10 %, 3 spinners + busy neighbour: usage % of a CPU (error % of 
 echo "| cpu.max 50 %, 3 spinners + busy neighbour | $q50_cfs ($(err $q50_cfs 50)) | $q50_agentcg ($(err $q50_agentcg 50)) | error <= 2 % |"
 echo "| cpu.max 150 %, 4 spinners + busy neighbour | $q150_cfs ($(err $q150_cfs 150)) | $q150_agentcg ($(err $q150_agentcg 150)) | error <= 2 % |"
 echo "| cpu.max nested: parent 50 %, children 100/300 (4 spinners each): parent usage, split | $qnest_cfs | $qnest_agentcg | 50 %, 3.00 |"
+echo "| session: interactive step's probe p50 / p99 (us) beside 6 background spinners (CFS: bg at weight 50) | $slat_cfs | boost: $slat_boost; no boost: $slat_noboost | p99 <= 0.5x CFS |"
+echo "| session: mkdir of a session to its cell applied | n/a | $applat | <= 20 ms |"
 echo "BENCH-TABLE-END"
 check "scheduler exited cleanly" test "$SCHED_RC" = 0
 finish
