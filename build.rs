@@ -1,5 +1,35 @@
 // SPDX-License-Identifier: GPL-2.0-only
+use std::process::Command;
+
+/// The build id: the git commit the binary is built from ("-dirty" when the
+/// tree has changes), or "unknown" outside a git checkout.
+fn git_build_id() -> String {
+    let git = |args: &[&str]| {
+        Command::new("git")
+            .args(args)
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+    };
+    match git(&["rev-parse", "--short=7", "HEAD"]) {
+        Some(hash) if !hash.is_empty() => {
+            let dirty = git(&["status", "--porcelain", "--untracked-files=no"])
+                .map(|s| !s.is_empty())
+                .unwrap_or(false);
+            format!("g{hash}{}", if dirty { "-dirty" } else { "" })
+        }
+        _ => "unknown".to_string(),
+    }
+}
+
 fn main() {
+    println!("cargo:rustc-env=AGENTCG_BUILD_ID={}", git_build_id());
+    for f in [".git/HEAD", ".git/index"] {
+        if std::path::Path::new(f).exists() {
+            println!("cargo:rerun-if-changed={f}");
+        }
+    }
     scx_cargo::BpfBuilder::new()
         .unwrap()
         .enable_intf("src/bpf/intf.h", "bpf_intf.rs")

@@ -50,6 +50,18 @@ extern "C" fn on_sighup(_: libc::c_int) {
 
 pub const SCHEDULER_NAME: &str = "scx_agentcg";
 
+/// Version with the build id (the git commit) and the target triple.
+fn version() -> String {
+    build_id::full_version(&format!(
+        "{}-{}",
+        env!("CARGO_PKG_VERSION"),
+        env!("AGENTCG_BUILD_ID")
+    ))
+}
+
+/// Where scx_stats puts the socket (its default path).
+const STATS_SOCKET: &str = "/var/run/scx/root/stats";
+
 /// How many cgroup directories one stats snapshot may visit.
 const MAX_CGROUPS_SCANNED: usize = 20_000;
 
@@ -283,7 +295,7 @@ impl<'a> Scheduler<'a> {
         info!(
             "{} {} on {} CPUs",
             SCHEDULER_NAME,
-            build_id::full_version(env!("CARGO_PKG_VERSION")),
+            version(),
             nr_cpus
         );
 
@@ -359,6 +371,14 @@ impl<'a> Scheduler<'a> {
         let stats_server = StatsServer::new(stats::server_data())
             .launch()
             .context("starting the stats server")?;
+        // only root (scxtop, --monitor as root) may talk to the scheduler
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let sock = std::path::Path::new(STATS_SOCKET);
+            if let Err(e) = std::fs::set_permissions(sock, std::fs::Permissions::from_mode(0o600)) {
+                warn!("{}: cannot restrict permissions: {e}", sock.display());
+            }
+        }
 
         let cells_rx = match &cells {
             Some(m) => Some(cells::manager::spawn_watcher(m.dir.clone())?),
@@ -808,21 +828,21 @@ fn init_log(verbose: bool) -> Result<()> {
 fn main() -> Result<()> {
     let opts = Opts::parse();
 
-    if let Some(Command::Run(args)) = &opts.command {
-        let code = launcher::run(args)?;
-        std::process::exit(code);
-    }
 
     if opts.version {
-        println!("{} {}", SCHEDULER_NAME, build_id::full_version(env!("CARGO_PKG_VERSION")));
+        println!("{} {}", SCHEDULER_NAME, version());
         return Ok(());
     }
     if opts.help_stats {
         stats::server_data().describe_meta(&mut std::io::stdout(), None)?;
         return Ok(());
     }
-    opts.validate()?;
     init_log(opts.verbose)?;
+    if let Some(Command::Run(args)) = &opts.command {
+        let code = launcher::run(args)?;
+        std::process::exit(code);
+    }
+    opts.validate()?;
 
     let shutdown = Arc::new(AtomicBool::new(false));
     let shutdown_clone = shutdown.clone();

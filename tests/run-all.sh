@@ -17,5 +17,17 @@ cargo test --release --workspace
 echo "== release build"
 cargo build --release --workspace
 
+echo "== packaging: meson-include and cargo install"
+rm -rf target/meson target/meson-destdir target/cargo-install
+meson setup target/meson --prefix /usr > /dev/null
+meson compile -C target/meson
+meson install -C target/meson --destdir "$PWD/target/meson-destdir"
+test -x target/meson-destdir/usr/bin/scx_agentcg
+test -f target/meson-destdir/usr/share/doc/scx_agentcg/scx_agentcg.default
+cargo install --quiet --path . --root target/cargo-install --target-dir target
+target/cargo-install/bin/scx_agentcg --version | grep -q "$(git rev-parse --short=7 HEAD 2>/dev/null || echo .)" \
+    || { echo "scx_agentcg --version does not show the build id"; exit 1; }
+echo "meson-include and cargo install: ok"
+
 echo "== VM integration tests"
 tests/run-vm-tests.sh "$@"

@@ -108,6 +108,16 @@ for b in scx_agentcg agentcg-load; do
     fi
 done
 
+# bash, as the scx systemd service starts schedulers through it
+if [ -x /bin/bash ]; then
+    rm -f "$root/bin/bash"   # never write through a busybox applet link
+    add_file /bin/bash /bin/bash
+    add_libs /bin/bash
+fi
+# the service example, for the service scenario
+mkdir -p "$root/lib/agentcg/services"
+cp "$REPO/services/"* "$root/lib/agentcg/services/"
+
 # libbpf reads /boot/config-$(uname -r): without it BPF loads fail (EINVAL).
 cp "$KCONFIG" "$root/boot/config-$KVER"
 # Guest helpers: every file of tests/vm/guest/ (lib.sh, ...) in /lib/agentcg/.

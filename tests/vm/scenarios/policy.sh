@@ -59,8 +59,11 @@ stats_json /tmp/p1.json
 w=$(sed -n "s|.*\"$P/s1/bg\":{[^}]*\"weight\":\([0-9]*\).*|\1|p" /tmp/p1.json)
 check_eq "background weight is cpu.weight x 0.5" 50 "$w"
 
-# wakeup latency of an interactive probe beside 6 background spinners,
-# boost on and off in alternating rounds (SIGHUP switches the policy file)
+# wakeup latency of an interactive probe in a step that also computes (2
+# spinners: its cgroup has no sleeper's credit left), beside 6 background
+# spinners; boost on and off in alternating rounds (SIGHUP switches the
+# policy file). Only wakeups are boosted, so the spinners spend no credit.
+spin_in $P/s1/chat 2 40
 probe() {
     agentcg-load wakeup --cgroup $P/s1/chat --interval-us 2000 --duration 5
 }

@@ -1,0 +1,67 @@
+# vm: --smp 4 --mem 2G --timeout 600
+# Hardening: 10,000 session/step cgroup create/destroy cycles under load
+# (spinners and a fork storm) with no error exit and bounded memory; the
+# managed parent removed while running; SIGINT, SIGTERM and SIGHUP in a
+# loop under load.
+. /lib/agentcg/lib.sh
+. /lib/agentcg/measure.sh
+
+P=agentcg
+mkdir -p "$CG_ROOT/$P" && echo "+cpu +cpuset +memory" > "$CG_ROOT/$P/cgroup.subtree_control" \
+    || fail "managed parent"
+cg_new $P/base 100 > /dev/null && echo "+cpu +cpuset +memory" > "$CG_ROOT/$P/base/cgroup.subtree_control"
+cg_new load 100 > /dev/null
+printf '[profile.bg]\nclass = "background"\ncpus_pct = 50\n[[select]]\nprofile = "bg"\npath = "%s/*/bg*"\n' $P > /tmp/h.toml
+
+sched_start --cell-parent-cgroup $P --enable-borrowing --policy /tmp/h.toml || fail "scheduler did not start"
+rss() { awk '/^VmRSS/ { print $2 }' "/proc/$SCHED_PID/status"; }
+spin_in load 4 400
+agentcg-load forkstorm --cgroup load --procs 2 --duration 400 > /dev/null &
+sleep 1
+rss0=$(rss)
+
+# 10,000 create/destroy cycles: 5,000 sessions and 5,000 steps of a
+# standing session, alternating
+t0=$(cut -d' ' -f1 /proc/uptime)
+i=0
+while [ $i -lt 5000 ]; do
+    mkdir "$CG_ROOT/$P/s$i" && rmdir "$CG_ROOT/$P/s$i"
+    mkdir "$CG_ROOT/$P/base/bg$i" && rmdir "$CG_ROOT/$P/base/bg$i"
+    i=$((i + 1))
+done
+log "10,000 cycles in $(calc "$(cut -d' ' -f1 /proc/uptime) - $t0") s"
+check "10,000 cycles: scheduler still running" sched_alive
+sleep 2   # let the last apply land
+stats_json /tmp/h.json
+rss1=$(rss)
+log "scheduler RSS $rss0 kB -> $rss1 kB; $(grep -o '"cell_applies":[0-9]*' /tmp/h.json)"
+# bound: 16 MiB of growth (allocator caches, the stats server's buffers)
+check_le "userspace memory bounded (grew $((rss1 - rss0)) kB <= 16384)" "$((rss1 - rss0))" 16384
+check "only the standing session has a cell left" sh -c \
+    "grep -o '\"cells\":{.*},\"cgroups\"' /tmp/h.json | grep -q '\"base\":{' && ! grep -o '\"cells\":{.*},\"cgroups\"' /tmp/h.json | grep -q '\"s4999\":{'"
+
+# the managed parent removed while running
+rmdir "$CG_ROOT/$P/base" && rmdir "$CG_ROOT/$P" || failed "removing the parent"
+sleep 2.5
+check "parent removed: still running" sched_alive
+check "parent removed: logged" grep -q "reading the managed parent" "$SCHED_LOG"
+sched_stop INT
+check_eq "exit status" 0 "$SCHED_RC"
+mkdir -p "$CG_ROOT/$P"
+
+# signals in a loop, under load
+for sig in INT TERM HUP INT TERM HUP; do
+    sched_start --cell-parent-cgroup $P --policy /tmp/h.toml || { failed "start before SIG$sig"; continue; }
+    sleep 1
+    if [ $sig = HUP ]; then
+        kill -HUP "$SCHED_PID"
+        check "SIGHUP reloads and keeps running" wait_until 5 grep -q "reloaded" "$SCHED_LOG"
+        sched_stop TERM
+    else
+        sched_stop $sig
+    fi
+    check_eq "SIG$sig round: exit status 0" 0 "$SCHED_RC"
+    check_eq "SIG$sig round: state disabled" disabled "$(sched_state)"
+done
+check "no sched_ext errors in dmesg" ! dmesg_sched_errors
+finish
