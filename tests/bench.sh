@@ -31,5 +31,42 @@ table=$(sed -n '/BENCH-TABLE-BEGIN/,/BENCH-TABLE-END/p' "$log" | grep '^|' || tr
     echo
     echo "$table"
 } > target/bench/latest.md
+
+# ---- the schedulers users would pick instead, in one more VM boot
+others=$(tests/vm/bench/others.sh "$KVER" "$VMLINUZ")
+flatcg=$(echo "$others" | sed -n 's/^FLATCG=//p'); bpfland=$(echo "$others" | sed -n 's/^BPFLAND=//p')
+extra="$(command -v hackbench) $(command -v cyclictest)"
+# the guest finds them as scx_flatcg / scx_bpfland on PATH
+mkdir -p target/bench/bin
+rm -f target/bench/bin/*
+[ -n "$flatcg" ] && cp "$flatcg" target/bench/bin/scx_flatcg && extra="$extra $PWD/target/bench/bin/scx_flatcg"
+[ -n "$bpfland" ] && cp "$bpfland" target/bench/bin/scx_bpfland && extra="$extra $PWD/target/bench/bin/scx_bpfland"
+REPS=${BENCH_REPS:-3}
+VM_EXTRA_BINS="$extra" tests/vm/run.sh --smp $SMP --mem $MEM --timeout 2400 tests/vm/bench/arms.sh \
+    "${BENCH_ARMS_WINDOW:-6}" "$REPS" | tee target/bench/arms.log
+{
+    echo
+    echo "### Against scx_flatcg and scx_bpfland"
+    echo
+    echo "Same VM configuration, a second boot: $REPS repetitions, arms interleaved within each repetition, ${BENCH_ARMS_WINDOW:-6} s windows; median (min to max)."
+    echo "scx_flatcg is built from the booted kernel's own tools/sched_ext (linux-source), scx_bpfland is the published crate (cargo install)."
+    grep '^ARM-MISSING' target/bench/arms.log | awk '{ print "- " $2 ": could not be built, not measured" }'
+    for c in flat nested hackbench cyclictest_p99_us cpumax20; do
+        case $c in
+            flat) t="weights 100/200/300, 4 spinners each: max share deviation (points)" ;;
+            nested) t="nested A(100){B,C} D(200): max share deviation (points)" ;;
+            hackbench) t="hackbench -g 4 -l 200 (seconds)" ;;
+            cyclictest_p99_us) t="cyclictest p99 (us, SCHED_OTHER, 1 ms) beside 8 spinners in another cgroup" ;;
+            cpumax20) t="cpu.max 20000 100000, 3 spinners: usage (% of a CPU)" ;;
+        esac
+        echo
+        echo "| $t | median | min | max |"
+        echo "| --- | --- | --- | --- |"
+        for a in cfs flatcg bpfland agentcg; do
+            grep "^ARM-RESULT $a [0-9]* $c " target/bench/arms.log | awk '{ print $5 }' | sort -n | awk -v a=$a '
+                { v[NR] = $1 } END { if (NR) printf "| %s | %s | %s | %s |\n", a, v[int((NR + 1) / 2)], v[1], v[NR] }'
+        done
+    done
+} >> target/bench/latest.md
 echo
 cat target/bench/latest.md

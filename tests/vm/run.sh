@@ -129,6 +129,13 @@ if [ -n "$MODDIR" ]; then
     cp "$MODDIR"/*.ko "$MODDIR/load-order" "$root/lib/agentcg/modules/"
 fi
 
+# Extra programs (with their shared libraries) in /usr/bin: VM_EXTRA_BINS="path..."
+for b in ${VM_EXTRA_BINS:-}; do
+    [ -x "$b" ] || die "VM_EXTRA_BINS: $b is not an executable"
+    add_file "$b" "/usr/bin/$(basename "$b")"
+    add_libs "$b"
+done
+
 for pair in ${VM_EXTRA_FILES:-}; do
     src=${pair%%:*} dst=${pair#*:}
     [ "$src" != "$pair" ] && [ -n "$dst" ] || die "VM_EXTRA_FILES: expected src:dst, got '$pair'"

@@ -32,13 +32,14 @@ flatcg() {
             || { say "cannot download linux-source-$mm"; return 1; }
     fi
     src=$dir/src
-    if [ ! -d "$src/linux-source-$mm/tools/sched_ext" ]; then
+    if [ ! -f "$src/linux-source-$mm/kernel/bpf/disasm.h" ]; then
         say "extracting tools/ and headers from linux-source-$mm"
         rm -rf "$dir/deb" "$src" && mkdir -p "$dir/deb" "$src"
         dpkg-deb -x "$(ls "$CACHE"/flatcg/linux-source-"$mm"_*.deb | head -n1)" "$dir/deb" || return 1
         tar -xJf "$dir"/deb/usr/src/linux-source-"$mm".tar.xz -C "$src" \
             "linux-source-$mm/tools" "linux-source-$mm/include" "linux-source-$mm/arch/x86" \
             "linux-source-$mm/scripts" "linux-source-$mm/Makefile" "linux-source-$mm/kernel/sched" \
+            "linux-source-$mm/kernel/bpf" \
             || { say "extracting the source failed"; return 1; }
         rm -rf "$dir/deb"
     fi

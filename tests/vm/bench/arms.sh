@@ -1,0 +1,80 @@
+# Guest side of the scheduler comparison in tests/bench.sh: the same cases
+# under every arm (CFS = no sched_ext scheduler, scx_flatcg, scx_bpfland,
+# scx_agentcg), REPS repetitions, arms interleaved within each repetition.
+# Prints "ARM-RESULT arm rep case value" lines; the host makes the tables.
+#
+# Arguments: WIN REPS  (arms whose binary is missing are skipped and
+# reported as "ARM-MISSING arm")
+. /lib/agentcg/lib.sh
+. /lib/agentcg/measure.sh
+
+WIN=${1:-6}
+REPS=${2:-3}
+ARMS="cfs"
+for a in flatcg bpfland; do
+    if command -v scx_$a > /dev/null; then ARMS="$ARMS $a"; else echo "ARM-MISSING $a"; fi
+done
+ARMS="$ARMS agentcg"
+
+cg_new f100 100 > /dev/null; cg_new f200 200 > /dev/null; cg_new f300 300 > /dev/null
+cg_new A 100 > /dev/null; cg_new A/B 100 > /dev/null; cg_new A/C 100 > /dev/null; cg_new D 200 > /dev/null
+cg_new noisy 100 > /dev/null; cg_new probe 100 > /dev/null; cg_new hb 100 > /dev/null
+cg_new q20 100 > /dev/null && cg_max q20 "20000 100000"
+
+drain() { wait_until 30 sh -c '! pidof agentcg-load' > /dev/null; }
+res() { echo "ARM-RESULT $ARM $REP $1 $2"; }
+
+arm_start() {
+    case $1 in
+        cfs) return 0 ;;
+        agentcg) sched_start ;;
+        *)
+            SCHED_LOG=/tmp/$1.log
+            "scx_$1" > "$SCHED_LOG" 2>&1 &
+            SCHED_PID=$!
+            wait_until 60 sh -c "[ \"\$(cat $SCX_STATE)\" = enabled ]"
+            ;;
+    esac
+}
+arm_stop() {
+    [ "$1" = cfs ] && return 0
+    sched_stop INT > /dev/null
+    SCHED_LOG=/tmp/sched.log
+}
+
+# cyclictest p99 from its histogram (1 us buckets)
+cyc_p99() {
+    awk '/^[0-9]+ +[0-9]+/ { n[$1 + 0] = $2; t += $2 }
+         END { c = 0; for (i = 0; i <= 100000; i++) if (i in n) { c += n[i]; if (c >= t * 0.99) { print i; exit } } print "n/a" }'
+}
+
+REP=1
+while [ $REP -le "$REPS" ]; do
+    for ARM in $ARMS; do
+        arm_start $ARM || { res error start; continue; }
+        for c in f100 f200 f300; do spin_in $c 4 $((WIN + 3)); done
+        sleep 2; s=$(cg_shares $WIN f100 f200 f300); drain
+        res flat "$(max_dev "$s" "16.7 33.3 50.0")"
+
+        for c in A/B A/C D; do spin_in $c 4 $((WIN + 3)); done
+        sleep 2; s=$(cg_shares $WIN A/B A/C D); drain
+        res nested "$(max_dev "$s" "16.7 16.7 66.7")"
+
+        t0=$(cut -d' ' -f1 /proc/uptime)
+        cg_run hb hackbench -g 4 -l 200 > /dev/null 2>&1
+        res hackbench "$(calc "$(cut -d' ' -f1 /proc/uptime) - $t0")"
+
+        spin_in noisy 8 $((WIN + 3)); sleep 1
+        p=$(cg_run probe cyclictest -q -t 1 --policy=other -i 1000 -D $WIN -h 100000 2>/dev/null | cyc_p99)
+        drain
+        res cyclictest_p99_us "$p"
+
+        spin_in q20 3 $((WIN + 3)); sleep 2
+        res cpumax20 "$(cg_cpu_pct $WIN q20)"; drain
+        arm_stop $ARM
+        log "rep $REP $ARM done"
+    done
+    REP=$((REP + 1))
+done
+check "every arm ran" true
+finish
