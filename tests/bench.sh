@@ -7,6 +7,10 @@
 # target/bench/latest.md. Measures and reports; it does not pass or fail on
 # speed.
 #
+# Then, in a second boot, the same kind of cases under CFS, scx_flatcg,
+# scx_bpfland and scx_agentcg, arms interleaved (BENCH_REPS repetitions,
+# default 3; BENCH_ARMS=0 skips it).
+#
 # Usage: tests/bench.sh        (BENCH_WINDOW=SECS changes the 10 s windows)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -33,6 +37,8 @@ table=$(sed -n '/BENCH-TABLE-BEGIN/,/BENCH-TABLE-END/p' "$log" | grep '^|' || tr
 } > target/bench/latest.md
 
 # ---- the schedulers users would pick instead, in one more VM boot
+# (BENCH_ARMS=0 skips this part)
+if [ "${BENCH_ARMS:-1}" != 0 ]; then
 others=$(tests/vm/bench/others.sh "$KVER" "$VMLINUZ")
 flatcg=$(echo "$others" | sed -n 's/^FLATCG=//p'); bpfland=$(echo "$others" | sed -n 's/^BPFLAND=//p')
 extra="$(command -v hackbench) $(command -v cyclictest)"
@@ -68,5 +74,6 @@ VM_EXTRA_BINS="$extra" tests/vm/run.sh --smp $SMP --mem $MEM --timeout 2400 test
         done
     done
 } >> target/bench/latest.md
+fi
 echo
 cat target/bench/latest.md
