@@ -711,7 +711,14 @@ impl<'a> Scheduler<'a> {
             latency = m.last_latency_us;
             rebalances = m.rebalancer.count;
         }
+        let maps = &self.skel.maps;
+        let map_entries = [
+            maps.node_stashes.keys().count() as u64,
+            maps.cgrp_cfgs.keys().count() as u64,
+            maps.bw_timers.keys().count() as u64,
+        ];
         Snapshot {
+            map_entries,
             cells,
             steps,
             cell_applies: applies,

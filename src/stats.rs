@@ -148,6 +148,12 @@ pub struct Metrics {
     pub boosts: u64,
     #[stat(desc = "Policy: boostable wakeups refused for lack of burst credit")]
     pub boosts_no_credit: u64,
+    #[stat(desc = "BPF map entries: per-cgroup tree nodes (one per live cgroup)")]
+    pub map_cgroup_nodes: u64,
+    #[stat(desc = "BPF map entries: cgroups configured by the cells layout")]
+    pub map_cgroup_cfgs: u64,
+    #[stat(desc = "BPF map entries: cpu.max refill timers (one per limited cgroup)")]
+    pub map_bw_timers: u64,
     #[stat(desc = "Cells: layouts applied since start")]
     pub cell_applies: u64,
     #[stat(desc = "Cells: time from the first tree change to its layout being applied, last apply (us)")]
@@ -179,6 +185,8 @@ pub struct Snapshot {
     pub cell_applies: u64,
     pub cell_apply_latency_us: u64,
     pub rebalances: u64,
+    /// entries of node_stashes, cgrp_cfgs and bw_timers
+    pub map_entries: [u64; 3],
 }
 
 /// Cumulative state of one cell.
@@ -283,6 +291,9 @@ pub fn metrics_between(prev: &Snapshot, cur: &Snapshot) -> Metrics {
         reclaims: d(agentcg_stat_idx_STAT_RECLAIM),
         boosts: d(agentcg_stat_idx_STAT_BOOST),
         boosts_no_credit: d(agentcg_stat_idx_STAT_NO_CREDIT),
+        map_cgroup_nodes: cur.map_entries[0],
+        map_cgroup_cfgs: cur.map_entries[1],
+        map_bw_timers: cur.map_entries[2],
         cell_applies: cur.cell_applies,
         cell_apply_latency_us: cur.cell_apply_latency_us,
         rebalances: cur.rebalances,

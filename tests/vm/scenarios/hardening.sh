@@ -19,6 +19,9 @@ spin_in load 4 400
 agentcg-load forkstorm --cgroup load --procs 2 --duration 400 > /dev/null &
 sleep 1
 rss0=$(rss)
+stats_json /tmp/h0.json
+field() { sed -n "s/.*\"$1\":\([0-9]*\).*/\1/p" "$2"; }
+nodes0=$(field map_cgroup_nodes /tmp/h0.json)
 
 # 10,000 create/destroy cycles: 5,000 sessions and 5,000 steps of a
 # standing session, alternating
@@ -37,6 +40,10 @@ rss1=$(rss)
 log "scheduler RSS $rss0 kB -> $rss1 kB; $(grep -o '"cell_applies":[0-9]*' /tmp/h.json)"
 # bound: 16 MiB of growth (allocator caches, the stats server's buffers)
 check_le "userspace memory bounded (grew $((rss1 - rss0)) kB <= 16384)" "$((rss1 - rss0))" 16384
+nodes1=$(field map_cgroup_nodes /tmp/h.json); cfgs1=$(field map_cgroup_cfgs /tmp/h.json)
+log "BPF map entries: cgroup nodes $nodes0 -> $nodes1, cell configs $cfgs1"
+check_le "BPF cgroup nodes back to where they were (+64 at most: cgroups still being released)" "${nodes1:-999999}" "$((nodes0 + 64))"
+check_le "cell configs only for the standing session (<= 2)" "${cfgs1:-999999}" 2
 check "only the standing session has a cell left" sh -c \
     "grep -o '\"cells\":{.*},\"cgroups\"' /tmp/h.json | grep -q '\"base\":{' && ! grep -o '\"cells\":{.*},\"cgroups\"' /tmp/h.json | grep -q '\"s4999\":{'"
 
