@@ -19,7 +19,7 @@ cargo build --release --workspace
 
 echo "== packaging: meson-include and cargo install"
 rm -rf target/meson target/meson-destdir target/cargo-install
-meson setup target/meson --prefix /usr > /dev/null
+meson setup target/meson --prefix /usr
 meson compile -C target/meson
 meson install -C target/meson --destdir "$PWD/target/meson-destdir"
 test -x target/meson-destdir/usr/bin/scx_agentcg
