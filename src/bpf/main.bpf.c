@@ -1136,11 +1136,20 @@ void BPF_STRUCT_OPS(agentcg_running, struct task_struct *p)
 		 */
 		s64 rem = bw_remaining(cgrp);
 
-		if (rem != BW_NO_LIMIT)
-			rem /= nr_cpus;
-		if (rem < (s64)p->scx.slice)
-			p->scx.slice = rem > AGENTCG_BW_MIN_SLICE_NS ?
-				rem : AGENTCG_BW_MIN_SLICE_NS;
+		/*
+		 * Queued on this CPU before its cgroup got throttled: give the
+		 * CPU up at once instead of running to the next tick.
+		 */
+		if (rem <= 0 && !(p->flags & PF_EXITING) && bw_throttled(cgrp)) {
+			p->scx.slice = 0;
+			scx_bpf_kick_cpu(bpf_get_smp_processor_id(), SCX_KICK_PREEMPT);
+		} else {
+			if (rem != BW_NO_LIMIT)
+				rem /= nr_cpus;
+			if (rem < (s64)p->scx.slice)
+				p->scx.slice = rem > AGENTCG_BW_MIN_SLICE_NS ?
+					rem : AGENTCG_BW_MIN_SLICE_NS;
+		}
 	}
 	cgc = cgrp_ctx_of(cgrp);
 	/* racy max across CPUs; a small error only shifts one task's credit */
