@@ -28,7 +28,8 @@
  * budget left. A budget is seen to be exhausted when a charge lands (a
  * slice ends or a tick, on any CPU running the cgroup); that CPU then
  * preempts every other CPU running a task below the throttled cgroup
- * (bw_kick_throttled). Slices themselves end at ticks, so the overrun is at
+ * (bw_kick_throttled), and a task that was already queued on a CPU gives it
+ * up as soon as it starts running. Slices themselves end at ticks, so the overrun is at
  * most about one tick of every CPU running the cgroup (4 * 4 ms at HZ=250
  * on 4 CPUs), and typically much less. It is carried as debt into the next
  * period, so usage over several periods converges to the quota (within 2 %
