@@ -19,7 +19,7 @@ check "the scheduler did not attach" test "$(sched_state)" = disabled
 
 # --- disjoint cells
 sched_start --cell-parent-cgroup $P --system-cell-min-cpus 1 || fail "scheduler did not start"
-check "the log names the managed parent" grep -q "cells: sessions are the children of" "$SCHED_LOG"
+check "the log names the managed parent" wait_until 5 grep -q "cells: sessions are the children of" "$SCHED_LOG"
 spin_in $P/sA 3 12
 spin_in $P/sB 3 12
 sleep 1.5
