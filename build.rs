@@ -25,6 +25,10 @@ fn git_build_id() -> String {
 
 fn main() {
     println!("cargo:rustc-env=AGENTCG_BUILD_ID={}", git_build_id());
+    // any rerun-if-changed line turns off cargo's default of watching the
+    // whole package, so the BPF sources are named too
+    println!("cargo:rerun-if-changed=build.rs");
+    println!("cargo:rerun-if-changed=src/bpf");
     for f in [".git/HEAD", ".git/index"] {
         if std::path::Path::new(f).exists() {
             println!("cargo:rerun-if-changed={f}");
@@ -34,6 +38,12 @@ fn main() {
         .unwrap()
         .enable_intf("src/bpf/intf.h", "bpf_intf.rs")
         .enable_skel("src/bpf/main.bpf.c", "bpf")
+        .build()
+        .unwrap();
+    // the memcg BPF ops: its own object, loaded only where the kernel has them
+    scx_cargo::BpfBuilder::new()
+        .unwrap()
+        .enable_skel("src/bpf/memcg_ops.bpf.c", "memcg_ops")
         .build()
         .unwrap();
 }

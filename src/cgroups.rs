@@ -81,6 +81,53 @@ pub struct CgroupSample {
     pub bw_max_period_usage_ns: u64,
     /// boosted wakeups (policy)
     pub nr_boosts: u64,
+    /// memory pressure (thrash.bpf.h): score in permille, penalty state
+    pub thr_score: u32,
+    pub thr_peak_score: u32,
+    pub thr_penalised: bool,
+    /// time penalised so far, including a penalty still on
+    pub thr_penalised_ns: u64,
+    pub thr_nr_penalties: u64,
+    pub thr_stall_ns: u64,
+    /// subtree activity: transitions and time, debounced
+    pub act_nr_up: u64,
+    pub act_nr_down: u64,
+    pub act_active_ns: u64,
+    pub act_idle_ns: u64,
+    pub act_active: bool,
+}
+
+/// Activity counters of one cgroup as of `now` (CLOCK_MONOTONIC ns), with
+/// the run or gap in progress included: (ups, downs, active ns, idle ns,
+/// active now). A gap counts as idle only once it is longer than `debounce`.
+pub fn activity_now(
+    active_at: u64,
+    idle_at: u64,
+    (ups, downs, active_ns, idle_ns): (u64, u64, u64, u64),
+    now: u64,
+    debounce: u64,
+) -> (u64, u64, u64, u64, bool) {
+    if active_at == 0 {
+        return (ups, downs, active_ns, idle_ns, false);
+    }
+    if idle_at == 0 || now.saturating_sub(idle_at) < debounce {
+        return (ups, downs, active_ns + now.saturating_sub(active_at), idle_ns, true);
+    }
+    (
+        ups,
+        downs + 1,
+        active_ns + idle_at.saturating_sub(active_at),
+        idle_ns + now.saturating_sub(idle_at),
+        false,
+    )
+}
+
+/// CLOCK_MONOTONIC in nanoseconds (the clock of bpf_ktime_get_ns()).
+pub fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: clock_gettime writes the timespec it is given.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
 /// Usage of one cgroup over an interval.
@@ -191,5 +238,22 @@ mod tests {
         assert_eq!(found[3].id, ino);
         assert_eq!(walk(&base, 2).len(), 2);
         std::fs::remove_dir_all(&base).unwrap();
+    }
+}
+
+/// Can this process write to the cgroup directory @dir? False on a
+/// read-only mount (as scx_loader may run schedulers) or without access.
+pub fn writable(dir: &Path) -> bool {
+    use std::os::unix::ffi::OsStrExt;
+    let Ok(c) = std::ffi::CString::new(dir.as_os_str().as_bytes()) else {
+        return false;
+    };
+    // SAFETY: statvfs and access read the NUL-terminated path only.
+    unsafe {
+        let mut st: libc::statvfs = std::mem::zeroed();
+        if libc::statvfs(c.as_ptr(), &mut st) != 0 || st.f_flag & libc::ST_RDONLY != 0 {
+            return false;
+        }
+        libc::access(c.as_ptr(), libc::W_OK) == 0
     }
 }

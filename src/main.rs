@@ -11,10 +11,15 @@ pub mod bpf_intf;
 mod bandwidth;
 mod cells;
 mod cgroups;
+mod escalation;
 mod launcher;
+mod memcg_ops;
+mod memcg_ops_skel;
 mod partial;
 mod policy;
 mod stats;
+mod thrash;
+mod timerslack;
 
 use std::collections::BTreeMap;
 use std::mem::MaybeUninit;
@@ -142,6 +147,33 @@ pub struct Opts {
     #[clap(long)]
     pub no_herd_control: bool,
 
+    /// Measure memory pressure (thrash score) but never penalise a cgroup
+    /// for it. For comparisons.
+    #[clap(long)]
+    pub no_thrash_penalty: bool,
+
+    /// The memcg BPF ops (an unmerged kernel interface): "auto" loads them
+    /// where the running kernel has struct memcg_bpf_ops, "on" fails where
+    /// it does not, "off" never loads them.
+    #[clap(long, value_enum, default_value = "auto")]
+    pub memcg_ops: memcg_ops::MemcgOpsMode,
+
+    /// Mainline memory escalation for sessions (needs --cell-parent-cgroup):
+    /// memory.high/max from the policy, then freeze and kill a session that
+    /// stays under memory pressure ([escalation] in the policy file).
+    #[clap(long)]
+    pub mem_escalation: bool,
+
+    /// Give tasks of interactive steps this timer slack (ns) through
+    /// /proc/PID/timerslack_ns (needs --cell-parent-cgroup). 0: off.
+    #[clap(long, default_value = "0")]
+    pub timer_slack_ns: u64,
+
+    /// Run the memcg_ops delay-curve self-test (the BPF version on the
+    /// Rust version's test table) and exit. Loads, never attaches.
+    #[clap(long, hide = true)]
+    pub selftest_memcg_curve: bool,
+
     /// Where cpu.max comes from: the kernel's ops.cgroup_set_bandwidth
     /// (6.17+), or userspace reading cpu.max / cpu.max.burst ("cgroupfs");
     /// "auto" uses the kernel where it has the op.
@@ -211,6 +243,12 @@ impl Opts {
                 bpf_intf::agentcg_consts_AGENTCG_MAX_CELLS
             );
         }
+        if self.timer_slack_ns > 1_000_000_000 {
+            bail!(
+                "--timer-slack-ns {} is out of range: use 0 (off) to 1000000000 (1 s)",
+                self.timer_slack_ns
+            );
+        }
         if self.system_cell_min_cpus == 0 {
             bail!("--system-cell-min-cpus 0: the system cell needs at least one CPU");
         }
@@ -220,6 +258,8 @@ impl Opts {
                 ("--enable-borrowing", self.enable_borrowing),
                 ("--enable-rebalancing", self.enable_rebalancing),
                 ("--partial", self.partial),
+                ("--mem-escalation", self.mem_escalation),
+                ("--timer-slack-ns", self.timer_slack_ns != 0),
             ] {
                 if set {
                     bail!("{flag} needs --cell-parent-cgroup (the managed tree of agent sessions)");
@@ -263,6 +303,8 @@ fn profile_cfg(p: &policy::Profile) -> bpf_intf::profile_cfg {
         credit_max_ns: if p.wakeup_boost { p.burst_credit_ms * 1_000_000 } else { 0 },
         refill_pct: p.burst_refill_pct,
         boost: p.wakeup_boost as u32,
+        thrash_weight_pct: p.thrash_weight_pct,
+        thrash_slice_pct: p.thrash_slice_pct,
     }
 }
 
@@ -279,6 +321,14 @@ struct Scheduler<'a> {
     /// cgroupfs bandwidth source: poll interval and what was applied
     bw_poll: Option<Duration>,
     bw_applied: BTreeMap<u64, Limit>,
+    /// "loaded", "unsupported" or "off" (--memcg-ops)
+    memcg_ops_state: String,
+    memcg_ops_link: Option<memcg_ops::Attached>,
+    /// the --mem-escalation thread, its counters and its copy of the policy
+    esc_stop: Arc<AtomicBool>,
+    esc_stats: Option<Arc<std::sync::Mutex<escalation::EscalationStats>>>,
+    esc_policy: Option<Arc<std::sync::Mutex<Option<Policy>>>>,
+    esc_thread: Option<std::thread::JoinHandle<()>>,
 }
 
 impl<'a> Scheduler<'a> {
@@ -318,6 +368,33 @@ impl<'a> Scheduler<'a> {
             None => None,
         };
 
+        let has_memcg_ops = match memcg_ops::probe_memcg_ops() {
+            Ok(p) => p.present,
+            Err(e) => {
+                warn!("memcg_ops: cannot read the kernel's BTF ({e:#}); taking it as unsupported");
+                false
+            }
+        };
+        let want_memcg_ops =
+            memcg_ops::decide(opts.memcg_ops, has_memcg_ops).map_err(|e| anyhow::anyhow!(e))?;
+        let escalator = if opts.mem_escalation {
+            let parent = opts.cell_parent_cgroup.as_deref().unwrap_or_default();
+            let cgroot = std::path::Path::new(CGROUP2_ROOT);
+            if cgroups::writable(&cgroot.join(parent.trim_matches('/'))) {
+                let e = escalation::Escalator::new(cgroot.to_path_buf(), parent, policy.escalation.clone())?;
+                *e.policy_handle().lock().unwrap() = Some(policy.clone());
+                Some(e)
+            } else {
+                warn!(
+                    "--mem-escalation: the cgroup filesystem is read-only here; memory escalation is off \
+                     (everything else runs)"
+                );
+                None
+            }
+        } else {
+            None
+        };
+
         let mut skel = scx_ops_open!(skel_builder, open_object, agentcg_ops, open_opts)?;
 
         skel.struct_ops.agentcg_ops_mut().exit_dump_len = opts.exit_dump_len;
@@ -349,7 +426,19 @@ impl<'a> Scheduler<'a> {
             ),
         }
 
+        let hooks = thrash_hooks(&mut skel);
+        info!(
+            "memory pressure: {}; thrash penalty {}",
+            hooks,
+            if opts.no_thrash_penalty { "off (--no-thrash-penalty)" } else { "on" }
+        );
+
         let rodata = skel.maps.rodata_data.as_mut().unwrap();
+        rodata.thrash_penalty_on = !opts.no_thrash_penalty as u32;
+        rodata.thrash_enter_permille = policy.thrash.enter_permille;
+        rodata.thrash_exit_permille = policy.thrash.exit_permille;
+        rodata.thrash_weight_pct = policy.thrash.weight_pct;
+        rodata.thrash_slice_pct = policy.thrash.slice_pct;
         rodata.nr_cpus = nr_cpus as u32;
         rodata.slice_ns = opts.slice_us * 1000;
         rodata.cgrp_slice_ns = opts.cgroup_slice_ns();
@@ -367,6 +456,44 @@ impl<'a> Scheduler<'a> {
             if opts.no_wake_preempt { "off" } else { "on" },
             if opts.no_herd_control { "off" } else { "on" }
         );
+
+        let (memcg_ops_link, memcg_ops_state) = if want_memcg_ops {
+            let target = std::path::Path::new(CGROUP2_ROOT)
+                .join(opts.cell_parent_cgroup.as_deref().unwrap_or("").trim_matches('/'));
+            let link = memcg_ops::load(&skel, &policy, &target)?;
+            info!("memcg_ops: loaded (struct memcg_bpf_ops)");
+            (Some(link), "loaded".to_string())
+        } else {
+            match opts.memcg_ops {
+                memcg_ops::MemcgOpsMode::Off => info!("memcg_ops: off (--memcg-ops off)"),
+                _ => info!(
+                    "memcg_ops: unsupported, this kernel has no struct memcg_bpf_ops (an unmerged interface); \
+                     mainline memory handling only"
+                ),
+            }
+            (
+                None,
+                if opts.memcg_ops == memcg_ops::MemcgOpsMode::Off { "off" } else { "unsupported" }.to_string(),
+            )
+        };
+        let esc_stop = Arc::new(AtomicBool::new(false));
+        let (esc_stats, esc_policy, esc_thread) = match escalator {
+            Some(e) => {
+                let (st, pol) = (e.stats_handle(), e.policy_handle());
+                let cfg = &policy.escalation;
+                info!(
+                    "mem-escalation: on for the sessions of {} (throttle at full avg10 > {} %, freeze at > {} % after {} ms, kill after {} ms frozen, thaw below {} %)",
+                    opts.cell_parent_cgroup.as_deref().unwrap_or_default(),
+                    cfg.throttle_full_pct,
+                    cfg.freeze_full_pct,
+                    cfg.freeze_after_ms,
+                    cfg.kill_after_ms,
+                    cfg.thaw_below_pct
+                );
+                (Some(st), Some(pol), Some(e.spawn(esc_stop.clone())?))
+            }
+            None => (None, None, None),
+        };
 
         let stats_server = StatsServer::new(stats::server_data())
             .launch()
@@ -397,6 +524,12 @@ impl<'a> Scheduler<'a> {
             bw_poll: (bw_source == BandwidthSource::Cgroupfs)
                 .then(|| Duration::from_millis(opts.bandwidth_poll_ms)),
             bw_applied: BTreeMap::new(),
+            memcg_ops_state,
+            memcg_ops_link,
+            esc_stop,
+            esc_stats,
+            esc_policy,
+            esc_thread,
         };
         if sched.bw_poll.is_some() {
             sched.poll_bandwidth();
@@ -429,14 +562,8 @@ impl<'a> Scheduler<'a> {
                 .profiles
                 .get(i - 1)
                 .map(profile_cfg)
-                .unwrap_or(bpf_intf::profile_cfg {
-                    class: 0,
-                    weight_mult: 0,
-                    slice_ns: 0,
-                    credit_max_ns: 0,
-                    refill_pct: 0,
-                    boost: 0,
-                });
+                // SAFETY: an all-zero profile_cfg (plain integers) is "no profile".
+                .unwrap_or(unsafe { std::mem::zeroed() });
             // SAFETY: profile_cfg is plain integers.
             let bytes = unsafe {
                 std::slice::from_raw_parts(&cfg as *const _ as *const u8, std::mem::size_of_val(&cfg))
@@ -460,6 +587,11 @@ impl<'a> Scheduler<'a> {
         };
         match load_policy(Some(&path)) {
             Ok(p) => {
+                if let Some(h) = &self.esc_policy {
+                    if let Ok(mut g) = h.lock() {
+                        *g = Some(p.clone());
+                    }
+                }
                 self.policy = p;
                 match self.write_profiles() {
                     Ok(()) => info!("policy {} reloaded ({} profiles)", path.display(), self.policy.profiles.len()),
@@ -468,6 +600,36 @@ impl<'a> Scheduler<'a> {
                 self.apply_cells(true);
             }
             Err(e) => warn!("policy reload failed, keeping the previous policy: {e:#}"),
+        }
+    }
+
+    /// --timer-slack-ns: the tasks of interactive steps get the slack (new
+    /// tasks within a rescan period; others keep theirs).
+    fn apply_timer_slack(&self) {
+        let (Some(m), ns) = (&self.cells, self.opts.timer_slack_ns) else {
+            return;
+        };
+        if ns == 0 {
+            return;
+        }
+        for sp in m.last_plan.steps.values() {
+            let interactive = sp
+                .profile
+                .as_deref()
+                .and_then(|n| self.policy.profile_index(n))
+                .map(|i| self.policy.profiles[i].class == policy::StepClass::Interactive)
+                .unwrap_or(false);
+            if !interactive {
+                continue;
+            }
+            let dir = m.dir.join(&sp.session).join(&sp.name);
+            let (ok, _, errors) = timerslack::apply(timerslack::tids_of_cgroup(&dir).into_iter(), ns);
+            if ok > 0 {
+                debug!("--timer-slack-ns: {} tasks of {}", ok, dir.display());
+            }
+            for e in errors.iter().take(1) {
+                warn!("--timer-slack-ns: {}: {e}", dir.display());
+            }
         }
     }
 
@@ -625,6 +787,7 @@ impl<'a> Scheduler<'a> {
         let mut out = BTreeMap::new();
         let (mut active, mut runnable) = (0, 0);
         let root = std::path::Path::new(CGROUP2_ROOT);
+        let now = cgroups::monotonic_ns();
         for dir in cgroups::walk(root, MAX_CGROUPS_SCANNED) {
             let Ok(f) = std::fs::File::open(&dir.path) else {
                 continue;
@@ -645,6 +808,13 @@ impl<'a> Scheduler<'a> {
             if c.nr_runnable > 0 {
                 runnable += 1;
             }
+            let (up, down, act_ns, idle_ns, act_now) = cgroups::activity_now(
+                c.act_active_at,
+                c.act_idle_at,
+                (c.act_nr_up, c.act_nr_down, c.act_active_ns, c.act_idle_ns),
+                now,
+                bpf_intf::agentcg_consts_AGENTCG_ACT_DEBOUNCE_NS as u64,
+            );
             out.insert(
                 dir.rel,
                 CgroupSample {
@@ -663,6 +833,18 @@ impl<'a> Scheduler<'a> {
                     bw_usage_ns: c.bw_usage_ns,
                     bw_max_period_usage_ns: c.bw_max_period_usage,
                     nr_boosts: c.nr_boosts,
+                    thr_score: c.thr_score,
+                    thr_peak_score: c.thr_peak_score as u32,
+                    thr_penalised: c.thr_penalised != 0,
+                    thr_penalised_ns: c.thr_penalised_ns
+                        + if c.thr_penalised != 0 { now.saturating_sub(c.thr_penalised_at) } else { 0 },
+                    thr_nr_penalties: c.thr_nr_penalties,
+                    thr_stall_ns: c.thr_stall_total_ns,
+                    act_nr_up: up,
+                    act_nr_down: down,
+                    act_active_ns: act_ns,
+                    act_idle_ns: idle_ns,
+                    act_active: act_now,
                 },
             );
         }
@@ -673,6 +855,7 @@ impl<'a> Scheduler<'a> {
         let (cgroups, nr_active, nr_runnable) = self.read_cgroups();
         let (mut cells, mut steps) = (BTreeMap::new(), BTreeMap::new());
         let (mut applies, mut latency, mut rebalances) = (0, 0, 0);
+        let mut sessions = Vec::new();
         if let Some(m) = &self.cells {
             let bss = self.skel.maps.bss_data.as_ref().unwrap();
             for (id, name) in &m.last_plan.cell_names {
@@ -707,6 +890,11 @@ impl<'a> Scheduler<'a> {
                     },
                 );
             }
+            for (id, name) in &m.last_plan.cell_names {
+                if *id != 0 {
+                    sessions.push(format!("{parent}/{name}"));
+                }
+            }
             applies = m.nr_applies;
             latency = m.last_latency_us;
             rebalances = m.rebalancer.count;
@@ -718,6 +906,9 @@ impl<'a> Scheduler<'a> {
             maps.bw_timers.keys().count() as u64,
         ];
         Snapshot {
+            sessions,
+            memcg_ops: self.memcg_ops_state.clone(),
+            escalation: self.esc_stats.as_ref().and_then(|h| h.lock().ok().map(|g| g.clone())),
             map_entries,
             cells,
             steps,
@@ -748,12 +939,17 @@ impl<'a> Scheduler<'a> {
         // (cpu.weight, cpuset.cpus, step commands)
         let rescan = Duration::from_secs(1);
         let mut next_rescan = Instant::now() + rescan;
+        let mut next_slack = Instant::now();
         let rebalance = Duration::from_millis(500);
         let mut next_rebalance = Instant::now() + rebalance;
         while !shutdown.load(Ordering::Relaxed) && !self.exited() {
             let now = Instant::now();
             if RELOAD.swap(false, Ordering::Relaxed) {
                 self.reload_policy();
+            }
+            if self.opts.timer_slack_ns != 0 && now >= next_slack {
+                self.apply_timer_slack();
+                next_slack = now + Duration::from_millis(500);
             }
             if let Some(intv) = self.bw_poll {
                 if now >= next_poll {
@@ -798,6 +994,11 @@ impl<'a> Scheduler<'a> {
                 default(timeout) => {}
             }
         }
+        self.esc_stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.esc_thread.take() {
+            let _ = t.join(); // thaws what it froze
+        }
+        let _ = self.memcg_ops_link.take();
         let _ = self.struct_ops.take();
         uei_report!(&self.skel, uei)
     }
@@ -807,6 +1008,50 @@ impl Drop for Scheduler<'_> {
     fn drop(&mut self) {
         info!("unregistering {SCHEDULER_NAME}");
     }
+}
+
+/// Load the scheduler object (never attached) and run the memcg_ops delay
+/// curve self-test in it.
+fn memcg_selftest(open_object: &mut MaybeUninit<OpenObject>) -> Result<usize> {
+    let nr_cpus = libbpf_rs::num_possible_cpus().context("counting possible CPUs")?;
+    let skel_builder = BpfSkelBuilder::default();
+    let mut skel = scx_ops_open!(skel_builder, open_object, agentcg_ops, None::<libbpf_rs::libbpf_sys::bpf_object_open_opts>)?;
+    thrash_hooks(&mut skel);
+    skel.maps.rodata_data.as_mut().unwrap().nr_cpus = nr_cpus as u32;
+    let skel = scx_ops_load!(skel, agentcg_ops, uei)?;
+    memcg_ops::selftest(&skel)
+}
+
+/// Turn off the memory-pressure hooks this kernel lacks; say what is used.
+fn thrash_hooks(skel: &mut bpf_skel::OpenBpfSkel) -> String {
+    let has = |name: &str| compat::ksym_exists(name).unwrap_or(false);
+    let mut used = Vec::new();
+    let mut missing = Vec::new();
+    if has("psi_memstall_enter") && has("psi_memstall_leave") {
+        used.push("PSI memory stalls (fentry psi_memstall_enter/leave: reclaim, memory.high throttling, refaults)");
+        skel.progs.agentcg_reclaim_begin.set_autoload(false);
+        skel.progs.agentcg_reclaim_end.set_autoload(false);
+    } else {
+        skel.progs.agentcg_memstall_enter.set_autoload(false);
+        skel.progs.agentcg_memstall_leave.set_autoload(false);
+        missing.push("psi_memstall_enter/leave");
+        if has("btf_trace_mm_vmscan_direct_reclaim_begin") && has("btf_trace_mm_vmscan_direct_reclaim_end") {
+            used.push("direct reclaim (tracepoints mm_vmscan_direct_reclaim_*)");
+        } else {
+            skel.progs.agentcg_reclaim_begin.set_autoload(false);
+            skel.progs.agentcg_reclaim_end.set_autoload(false);
+            missing.push("mm_vmscan_direct_reclaim_*");
+        }
+    }
+    let mut s = if used.is_empty() {
+        "no hook available, thrash scores stay 0".to_string()
+    } else {
+        used.join(", ")
+    };
+    if !missing.is_empty() {
+        s += &format!(" (this kernel lacks {}: not used)", missing.join(", "));
+    }
+    s
 }
 
 fn init_log(verbose: bool) -> Result<()> {
@@ -850,6 +1095,12 @@ fn main() -> Result<()> {
         std::process::exit(code);
     }
     opts.validate()?;
+    if opts.selftest_memcg_curve {
+        let mut open_object = MaybeUninit::uninit();
+        let n = memcg_selftest(&mut open_object)?;
+        println!("memcg_ops delay curve self-test: the BPF curve matches the Rust one on all {n} cases");
+        return Ok(());
+    }
 
     let shutdown = Arc::new(AtomicBool::new(false));
     let shutdown_clone = shutdown.clone();

@@ -14,6 +14,27 @@
 //! burst_refill_pct = 10     # credit refill, percent of one CPU, 0 to 100
 //! cpus_pct = 100            # share of the session cell's CPUs, 1 to 100
 //! # cpus = "exclusive:2"    # or: reserve 2 CPUs of the cell while it runs
+//! thrash_weight_pct = 50    # weight while thrashing, percent of normal, 1 to 100 (25)
+//! thrash_slice_pct = 75     # slice while thrashing, percent of normal, 1 to 100 (50)
+//! memory_high = "2G"        # session memory.high (--mem-escalation), see below
+//! memory_max = "4G"         # session memory.max (--mem-escalation), see below
+//! protect_low = "256M"      # memory protection (--memcg-ops), a size (none)
+//! delay_start_pct = 20      # memory.high delay curve (--memcg-ops): from 20 %
+//! delay_base_ms = 5         #   over memory.high a delay of 5 ms (0 to 1000 %,
+//! delay_slope_ms_per_pct = 1 #  0 to 2000 ms), plus 1 ms per % further over
+//! delay_max_ms = 100        #   (0 to 2000), up to 100 ms (0 to 2000)
+//!
+//! [thrash]                  # thrash score (permille) of the CPU penalty
+//! enter_permille = 200      # penalised from this score on, 1 to 1000 (200)
+//! exit_permille = 50        # until it falls to this, 1 to enter - 1 (50)
+//!
+//! [escalation]              # --mem-escalation; pct: full avg10 of memory.pressure
+//! throttle_full_pct = 10.0  # above: throttled (10)
+//! freeze_full_pct = 40.0    # above for freeze_after_ms: frozen (40, 2000)
+//! freeze_after_ms = 2000
+//! kill_after_ms = 10000     # frozen this long and still over its limits: killed
+//! thaw_below_pct = 5.0      # below for thaw_after_ms: running again (5, 1000)
+//! thaw_after_ms = 1000
 //!
 //! [[select]]
 //! profile = "chat"
@@ -31,13 +52,36 @@
 //!
 //! Class defaults: interactive boosts wakeups with 20 ms of credit refilled
 //! at 10 % of a CPU; tool has no boost unless asked (10 ms, 5 %);
-//! background has none.
+//! background has none. Delay curves (start %, base ms, ms per %, max ms):
+//! interactive 20, 5, 1, 100 (late and gentle); tool 5, 10, 5, 500;
+//! background 0, 50, 20, 2000 (early and hard); a `delay_*` key overrides
+//! one value of its class's curve, and `delay_base_ms` must not exceed
+//! `delay_max_ms`. The thrash penalty is 25 % of the weight and 50 % of the
+//! slice (never below 100 us) for every class unless the profile says.
+//!
+//! Sizes (`memory_high`, `memory_max`, `protect_low`) are bytes (an integer
+//! or a string of digits) or a number with K, M, G or T (powers of 1024:
+//! `"512M"`, `"2G"`); `memory_high` and `memory_max` may also be `"max"`
+//! (no limit) and otherwise must be at least 1M, with `memory_high` not
+//! above `memory_max`. With `--mem-escalation`, a session (a direct child
+//! of the managed parent) whose path or name a selector matches gets its
+//! profile's `memory_high` / `memory_max` written when it appears (and
+//! again when a reloaded policy changes them).
+//!
+//! `[thrash]` and `[escalation]` are optional; a key left out takes the
+//! default shown. `[escalation]` must keep thaw_below_pct < throttle_full_pct
+//! <= freeze_full_pct <= 100, dwell times above 0 and kill_after_ms above
+//! freeze_after_ms. The escalation rules are in src/escalation.rs.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 use toml::Spanned;
+
+use crate::escalation::{EscalationConfig, MAX_DWELL_MS};
+use crate::memcg_ops::{DelayCurve, MAX_DELAY_MS, MAX_SLOPE_MS_PER_PCT, MAX_START_PCT};
+use crate::thrash::{ThrashParams, THRASH_MAX};
 
 /// What a step is, for the scheduler.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -74,6 +118,11 @@ impl StepClass {
         }
     }
 
+    /// The memory.high delay curve when the profile does not say.
+    pub fn delay_curve(&self) -> DelayCurve {
+        DelayCurve::for_class(self.code())
+    }
+
     /// (wakeup boost, credit ms, refill %) when the profile does not say.
     fn boost_defaults(&self) -> (bool, u64, u32) {
         match self {
@@ -91,6 +140,60 @@ pub enum CpuShare {
     Exclusive(u32),
 }
 
+/// A memory limit: a number of bytes or "max" (none).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MemLimit {
+    Bytes(u64),
+    Max,
+}
+
+impl MemLimit {
+    /// What to write to memory.high / memory.max.
+    pub fn to_cgroup_value(self) -> String {
+        match self {
+            MemLimit::Bytes(b) => b.to_string(),
+            MemLimit::Max => "max".to_string(),
+        }
+    }
+
+    /// The bytes, u64::MAX for "max".
+    pub fn bytes(self) -> u64 {
+        match self {
+            MemLimit::Bytes(b) => b,
+            MemLimit::Max => u64::MAX,
+        }
+    }
+}
+
+/// Smallest memory_high / memory_max a profile may give.
+pub const MIN_MEM_LIMIT: u64 = 1 << 20;
+
+/// Parse a size: bytes ("536870912"), a number with K, M, G or T (powers
+/// of 1024, either case: "512M", "2g"), or "max".
+pub fn parse_size(s: &str) -> Result<MemLimit, String> {
+    let t = s.trim();
+    let bad = || {
+        format!("{s:?} is not a size: use bytes (536870912), a number with K, M, G or T (\"512M\", \"2G\"), or \"max\"")
+    };
+    if t.eq_ignore_ascii_case("max") {
+        return Ok(MemLimit::Max);
+    }
+    let (digits, shift) = match t.chars().last() {
+        Some('k' | 'K') => (&t[..t.len() - 1], 10),
+        Some('m' | 'M') => (&t[..t.len() - 1], 20),
+        Some('g' | 'G') => (&t[..t.len() - 1], 30),
+        Some('t' | 'T') => (&t[..t.len() - 1], 40),
+        _ => (t, 0),
+    };
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(bad());
+    }
+    let n: u64 = digits.parse().map_err(|_| format!("{s:?} is too large"))?;
+    n.checked_mul(1u64 << shift)
+        .map(MemLimit::Bytes)
+        .ok_or_else(|| format!("{s:?} is too large"))
+}
+
 #[derive(Clone, Debug, PartialEq)]
 pub struct Profile {
     pub name: String,
@@ -101,11 +204,22 @@ pub struct Profile {
     pub burst_credit_ms: u64,
     pub burst_refill_pct: u32,
     pub cpus: CpuShare,
+    /// weight and slice while the step thrashes, percent of normal
+    pub thrash_weight_pct: u32,
+    pub thrash_slice_pct: u32,
+    /// session memory.high / memory.max (--mem-escalation); None: not set
+    pub memory_high: Option<MemLimit>,
+    pub memory_max: Option<MemLimit>,
+    /// memory protection in bytes (memcg BPF ops); None: none
+    pub protect_low: Option<u64>,
+    /// memory.high delay curve (memcg BPF ops)
+    pub delay: DelayCurve,
 }
 
 impl Profile {
     fn builtin(class: StepClass) -> Self {
         let (boost, credit, refill) = class.boost_defaults();
+        let thrash = ThrashParams::default();
         Profile {
             name: class.as_str().to_string(),
             class,
@@ -115,7 +229,20 @@ impl Profile {
             burst_credit_ms: credit,
             burst_refill_pct: refill,
             cpus: CpuShare::Pct(100),
+            thrash_weight_pct: thrash.weight_pct,
+            thrash_slice_pct: thrash.slice_pct,
+            memory_high: None,
+            memory_max: None,
+            protect_low: None,
+            delay: class.delay_curve(),
         }
+    }
+
+    /// The thrash parameters of this profile: the thresholds of @global
+    /// (the policy's `[thrash]`), this profile's penalty.
+    #[allow(dead_code)] // main.rs wires it
+    pub fn thrash_params(&self, global: &ThrashParams) -> ThrashParams {
+        ThrashParams { weight_pct: self.thrash_weight_pct, slice_pct: self.thrash_slice_pct, ..*global }
     }
 }
 
@@ -150,6 +277,11 @@ pub struct Policy {
     pub profiles: Vec<Profile>,
     pub selectors: Vec<Selector>,
     pub source: Option<PathBuf>,
+    /// `[thrash]`: enter / exit thresholds (weight_pct and slice_pct are
+    /// the defaults; each profile has its own)
+    pub thrash: ThrashParams,
+    /// `[escalation]`
+    pub escalation: EscalationConfig,
 }
 
 /// Every problem found in a policy file, each as "FILE:LINE: message".
@@ -173,6 +305,26 @@ struct RawFile {
     profile: BTreeMap<String, Spanned<RawProfile>>,
     #[serde(default)]
     select: Vec<Spanned<RawSelect>>,
+    thrash: Option<Spanned<RawThrash>>,
+    escalation: Option<Spanned<RawEscalation>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawThrash {
+    enter_permille: Option<Spanned<i64>>,
+    exit_permille: Option<Spanned<i64>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawEscalation {
+    throttle_full_pct: Option<Spanned<f64>>,
+    freeze_full_pct: Option<Spanned<f64>>,
+    freeze_after_ms: Option<Spanned<i64>>,
+    kill_after_ms: Option<Spanned<i64>>,
+    thaw_below_pct: Option<Spanned<f64>>,
+    thaw_after_ms: Option<Spanned<i64>>,
 }
 
 #[derive(Deserialize)]
@@ -186,6 +338,15 @@ struct RawProfile {
     burst_refill_pct: Option<Spanned<i64>>,
     cpus_pct: Option<Spanned<i64>>,
     cpus: Option<Spanned<String>>,
+    thrash_weight_pct: Option<Spanned<i64>>,
+    thrash_slice_pct: Option<Spanned<i64>>,
+    memory_high: Option<Spanned<toml::Value>>,
+    memory_max: Option<Spanned<toml::Value>>,
+    protect_low: Option<Spanned<toml::Value>>,
+    delay_start_pct: Option<Spanned<i64>>,
+    delay_base_ms: Option<Spanned<i64>>,
+    delay_slope_ms_per_pct: Option<Spanned<i64>>,
+    delay_max_ms: Option<Spanned<i64>>,
 }
 
 #[derive(Deserialize)]
@@ -217,6 +378,49 @@ fn check_range(
     true
 }
 
+/// A size key of a profile: an integer (bytes) or a size string; "max"
+/// only if @allow_max.
+fn size_of(v: &toml::Value, allow_max: bool) -> Result<MemLimit, String> {
+    let lim = match v {
+        toml::Value::Integer(i) if *i >= 0 => MemLimit::Bytes(*i as u64),
+        toml::Value::Integer(i) => return Err(format!("{i} is negative: give a size like \"512M\"")),
+        toml::Value::String(s) => parse_size(s)?,
+        other => {
+            return Err(format!(
+                "{other} is not a size: use bytes (536870912), a number with K, M, G or T (\"512M\", \"2G\"){}",
+                if allow_max { ", or \"max\"" } else { "" }
+            ))
+        }
+    };
+    if lim == MemLimit::Max && !allow_max {
+        return Err("\"max\" is not allowed here: give a size like \"256M\"".to_string());
+    }
+    Ok(lim)
+}
+
+/// The line to blame for a problem between keys: the first of @keys given
+/// in the file, else @fallback; and a note naming the keys that were not
+/// given (their defaults took part).
+fn blame(keys: &[&str], given: &BTreeMap<&str, usize>, fallback: usize, defaults: &str) -> (usize, String) {
+    let line = keys.iter().find_map(|k| given.get(k).copied()).unwrap_or(fallback);
+    let absent: Vec<&str> = keys.iter().copied().filter(|k| !given.contains_key(k)).collect();
+    let note = if absent.is_empty() {
+        String::new()
+    } else {
+        format!(" ({} not set: {defaults})", absent.join(", "))
+    };
+    (line, note)
+}
+
+/// A percentage of `[escalation]`: above 0, at most 100.
+fn check_pct(problems: &mut Vec<String>, at: String, what: &str, v: f64) -> bool {
+    if !(v.is_finite() && v > 0.0 && v <= 100.0) {
+        problems.push(format!("{at}: {what} = {v} is out of range: use a percentage above 0, at most 100"));
+        return false;
+    }
+    true
+}
+
 impl Policy {
     /// The built-in profiles (one per class, named after it), no selectors.
     pub fn builtin() -> Self {
@@ -227,7 +431,9 @@ impl Policy {
                 Profile::builtin(StepClass::Background),
             ],
             selectors: Vec::new(),
-            source: None,
+                source: None,
+            thrash: ThrashParams::default(),
+            escalation: EscalationConfig::default(),
         }
     }
 
@@ -328,7 +534,149 @@ impl Policy {
                 },
                 (None, None) => {}
             }
+            if let Some(v) = &rp.thrash_weight_pct {
+                if check_range(&mut problems, at(&v.span()), "thrash_weight_pct", *v.get_ref(), 1, 100) {
+                    prof.thrash_weight_pct = *v.get_ref() as u32;
+                }
+            }
+            if let Some(v) = &rp.thrash_slice_pct {
+                if check_range(&mut problems, at(&v.span()), "thrash_slice_pct", *v.get_ref(), 1, 100) {
+                    prof.thrash_slice_pct = *v.get_ref() as u32;
+                }
+            }
+            for (key, raw, allow_max) in [
+                ("memory_high", &rp.memory_high, true),
+                ("memory_max", &rp.memory_max, true),
+                ("protect_low", &rp.protect_low, false),
+            ] {
+                let Some(v) = raw else { continue };
+                let lim = match size_of(v.get_ref(), allow_max) {
+                    Ok(l) => l,
+                    Err(e) => {
+                        problems.push(format!("{}: profile {name:?}: {key} = {e}", at(&v.span())));
+                        continue;
+                    }
+                };
+                match (key, lim) {
+                    ("protect_low", l) => prof.protect_low = Some(l.bytes()),
+                    (_, MemLimit::Bytes(b)) if b < MIN_MEM_LIMIT => problems.push(format!(
+                        "{}: profile {name:?}: {key} = {b} bytes is below 1M, which no session runs in: \
+                         give at least \"1M\" (did you mean \"{b}M\"?)",
+                        at(&v.span())
+                    )),
+                    ("memory_high", l) => prof.memory_high = Some(l),
+                    (_, l) => prof.memory_max = Some(l),
+                }
+            }
+            if let (Some(MemLimit::Bytes(h)), Some(MemLimit::Bytes(m)), Some(hs)) =
+                (prof.memory_high, prof.memory_max, &rp.memory_high)
+            {
+                if h > m {
+                    problems.push(format!(
+                        "{}: profile {name:?}: memory_high ({h} bytes) is above memory_max ({m} bytes): \
+                         lower memory_high or raise memory_max",
+                        at(&hs.span())
+                    ));
+                }
+            }
+            let mut given: BTreeMap<&str, usize> = BTreeMap::new();
+            let mut curve_ok = true;
+            for (key, raw, hi) in [
+                ("delay_start_pct", &rp.delay_start_pct, MAX_START_PCT),
+                ("delay_base_ms", &rp.delay_base_ms, MAX_DELAY_MS),
+                ("delay_slope_ms_per_pct", &rp.delay_slope_ms_per_pct, MAX_SLOPE_MS_PER_PCT),
+                ("delay_max_ms", &rp.delay_max_ms, MAX_DELAY_MS),
+            ] {
+                let Some(v) = raw else { continue };
+                given.insert(key, line_of(text, v.span().start));
+                if !check_range(&mut problems, at(&v.span()), key, *v.get_ref(), 0, hi as i64) {
+                    curve_ok = false;
+                    continue;
+                }
+                let x = *v.get_ref() as u32;
+                match key {
+                    "delay_start_pct" => prof.delay.start_pct = x,
+                    "delay_base_ms" => prof.delay.base_ms = x,
+                    "delay_slope_ms_per_pct" => prof.delay.slope_ms_per_pct = x,
+                    _ => prof.delay.max_ms = x,
+                }
+            }
+            if curve_ok {
+                let defaults = format!("the {} class default applies", class.as_str());
+                for (keys, msg) in prof.delay.problems() {
+                    let (l, note) = blame(keys, &given, line, &defaults);
+                    problems.push(format!("{file}:{l}: profile {name:?}: {msg}{note}"));
+                }
+            }
             profiles.push(prof);
+        }
+
+        let mut thrash = ThrashParams::default();
+        if let Some(t) = &raw.thrash {
+            let tline = line_of(text, t.span().start);
+            let rt = t.get_ref();
+            let at = |s: &std::ops::Range<usize>| format!("{file}:{}", line_of(text, s.start));
+            let mut given: BTreeMap<&str, usize> = BTreeMap::new();
+            let mut ok = true;
+            for (key, raw, lo, hi, slot) in [
+                ("enter_permille", &rt.enter_permille, 1, THRASH_MAX as i64, &mut thrash.enter_permille),
+                ("exit_permille", &rt.exit_permille, 1, THRASH_MAX as i64 - 1, &mut thrash.exit_permille),
+            ] {
+                let Some(v) = raw else { continue };
+                given.insert(key, line_of(text, v.span().start));
+                if check_range(&mut problems, format!("{}: [thrash]", at(&v.span())), key, *v.get_ref(), lo, hi) {
+                    *slot = *v.get_ref() as u32;
+                } else {
+                    ok = false;
+                }
+            }
+            if ok {
+                for (keys, msg) in thrash.problems() {
+                    let (l, note) = blame(keys, &given, tline, "the default applies");
+                    problems.push(format!("{file}:{l}: [thrash]: {msg}{note}"));
+                }
+            }
+        }
+
+        let mut escalation = EscalationConfig::default();
+        if let Some(e) = &raw.escalation {
+            let eline = line_of(text, e.span().start);
+            let re = e.get_ref();
+            let at = |s: &std::ops::Range<usize>| format!("{file}:{}: [escalation]", line_of(text, s.start));
+            let mut given: BTreeMap<&str, usize> = BTreeMap::new();
+            let mut ok = true;
+            for (key, raw, slot) in [
+                ("throttle_full_pct", &re.throttle_full_pct, &mut escalation.throttle_full_pct),
+                ("freeze_full_pct", &re.freeze_full_pct, &mut escalation.freeze_full_pct),
+                ("thaw_below_pct", &re.thaw_below_pct, &mut escalation.thaw_below_pct),
+            ] {
+                let Some(v) = raw else { continue };
+                given.insert(key, line_of(text, v.span().start));
+                if check_pct(&mut problems, at(&v.span()), key, *v.get_ref()) {
+                    *slot = *v.get_ref();
+                } else {
+                    ok = false;
+                }
+            }
+            for (key, raw, slot) in [
+                ("freeze_after_ms", &re.freeze_after_ms, &mut escalation.freeze_after_ms),
+                ("kill_after_ms", &re.kill_after_ms, &mut escalation.kill_after_ms),
+                ("thaw_after_ms", &re.thaw_after_ms, &mut escalation.thaw_after_ms),
+            ] {
+                let Some(v) = raw else { continue };
+                given.insert(key, line_of(text, v.span().start));
+                if check_range(&mut problems, at(&v.span()), key, *v.get_ref(), 1, MAX_DWELL_MS as i64) {
+                    *slot = *v.get_ref() as u64;
+                } else {
+                    ok = false;
+                }
+            }
+            if ok {
+                for (keys, msg) in escalation.problems() {
+                    let (l, note) = blame(keys, &given, eline, "the default applies");
+                    problems.push(format!("{file}:{l}: [escalation]: {msg}{note}"));
+                }
+            }
         }
 
         let mut selectors = Vec::new();
@@ -400,10 +748,9 @@ impl Policy {
             });
             return Err(PolicyError { problems });
         }
-        Ok(Policy { profiles, selectors, source: None })
+        Ok(Policy { profiles, selectors, source: None, thrash, escalation })
     }
 
-    #[cfg(test)]
     pub fn profile_index(&self, name: &str) -> Option<usize> {
         self.profiles.iter().position(|p| p.name == name)
     }
@@ -475,6 +822,16 @@ fn tokens(p: &str) -> Vec<Tok> {
         }
     }
     out
+}
+
+/// Ok, or the problems (key names, message) of a table's check joined into
+/// one message.
+pub fn problems_result(problems: Vec<(&'static [&'static str], String)>) -> Result<(), String> {
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(problems.into_iter().map(|(_, m)| m).collect::<Vec<_>>().join("; "))
+    }
 }
 
 /// Does glob @pattern match @s?
@@ -736,5 +1093,183 @@ session = "batch_*"
         assert!(globs_overlap("x/*/y", "x/**").is_some());
         assert!(globs_overlap("x/*/y", "x/*/z").is_none());
         assert!(globs_overlap("same", "same").is_some());
+    }
+
+    /// The example at the top of this file, as a policy file.
+    fn doc_example() -> String {
+        let src = include_str!("policy.rs");
+        let mut out = String::new();
+        let mut inside = false;
+        for l in src.lines() {
+            let Some(l) = l.strip_prefix("//!") else { continue };
+            let l = l.strip_prefix(' ').unwrap_or(l);
+            if l.starts_with("```") {
+                if inside {
+                    break;
+                }
+                inside = true;
+                continue;
+            }
+            if inside {
+                out.push_str(l);
+                out.push('\n');
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn doc_example_parses() {
+        let text = doc_example();
+        assert!(text.contains("[escalation]") && text.contains("delay_max_ms"), "{text}");
+        let p = Policy::parse_str(&text, "doc.toml").unwrap();
+        let chat = &p.profiles[p.profile_index("chat").unwrap()];
+        assert_eq!((chat.thrash_weight_pct, chat.thrash_slice_pct), (50, 75));
+        assert_eq!(chat.memory_high, Some(MemLimit::Bytes(2 << 30)));
+        assert_eq!(chat.memory_max, Some(MemLimit::Bytes(4 << 30)));
+        assert_eq!(chat.protect_low, Some(256 << 20));
+        assert_eq!(chat.delay, DelayCurve::INTERACTIVE);
+        assert_eq!(p.thrash, ThrashParams::default());
+        assert_eq!(p.escalation, EscalationConfig::default());
+    }
+
+    #[test]
+    fn memory_keys_default_from_the_class() {
+        let p = Policy::parse_str(FULL, "p.toml").unwrap();
+        for (name, curve) in [("chat", DelayCurve::INTERACTIVE), ("build", DelayCurve::TOOL), ("bg", DelayCurve::BACKGROUND)] {
+            let prof = &p.profiles[p.profile_index(name).unwrap()];
+            assert_eq!(prof.delay, curve, "{name}");
+            assert_eq!((prof.thrash_weight_pct, prof.thrash_slice_pct), (25, 50));
+            assert_eq!((prof.memory_high, prof.memory_max, prof.protect_low), (None, None, None));
+        }
+        assert_eq!(p.thrash, ThrashParams::default());
+        assert_eq!(p.escalation, EscalationConfig::default());
+        let b = Policy::builtin();
+        assert_eq!(b.profiles[2].delay, DelayCurve::BACKGROUND);
+        assert_eq!((b.thrash, b.escalation), (ThrashParams::default(), EscalationConfig::default()));
+        assert_eq!(StepClass::Tool.delay_curve(), DelayCurve::TOOL);
+    }
+
+    #[test]
+    fn memory_keys_parse() {
+        let p = Policy::parse_str(
+            "[profile.a]\nclass = \"background\"\nthrash_weight_pct = 10\nthrash_slice_pct = 100\n\
+             memory_high = 536870912\nmemory_max = \"max\"\nprotect_low = \"0\"\n\
+             delay_base_ms = 20\ndelay_max_ms = 1500\n\
+             [thrash]\nenter_permille = 300\n\
+             [escalation]\nthrottle_full_pct = 15\nfreeze_full_pct = 60.5\nkill_after_ms = 30000\n",
+            "p.toml",
+        )
+        .unwrap();
+        let a = &p.profiles[0];
+        assert_eq!((a.thrash_weight_pct, a.thrash_slice_pct), (10, 100));
+        assert_eq!((a.memory_high, a.memory_max, a.protect_low), (Some(MemLimit::Bytes(512 << 20)), Some(MemLimit::Max), Some(0)));
+        assert_eq!(a.delay, DelayCurve { base_ms: 20, max_ms: 1500, ..DelayCurve::BACKGROUND });
+        assert_eq!(p.thrash, ThrashParams { enter_permille: 300, ..ThrashParams::default() });
+        assert_eq!(
+            a.thrash_params(&p.thrash),
+            ThrashParams { enter_permille: 300, exit_permille: 50, weight_pct: 10, slice_pct: 100 }
+        );
+        assert_eq!(
+            p.escalation,
+            EscalationConfig { throttle_full_pct: 15.0, freeze_full_pct: 60.5, kill_after_ms: 30_000, ..EscalationConfig::default() }
+        );
+    }
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("max"), Ok(MemLimit::Max));
+        assert_eq!(parse_size(" MAX "), Ok(MemLimit::Max));
+        assert_eq!(parse_size("4096"), Ok(MemLimit::Bytes(4096)));
+        assert_eq!(parse_size("4k"), Ok(MemLimit::Bytes(4096)));
+        assert_eq!(parse_size("512M"), Ok(MemLimit::Bytes(512 << 20)));
+        assert_eq!(parse_size("2G"), Ok(MemLimit::Bytes(2 << 30)));
+        assert_eq!(parse_size("1T"), Ok(MemLimit::Bytes(1 << 40)));
+        for bad in ["", "M", "1.5G", "-1", "12X", "1 G", "1GB", "0x10"] {
+            assert!(parse_size(bad).unwrap_err().contains("is not a size"), "{bad:?}");
+        }
+        assert!(parse_size("99999999999999999999").unwrap_err().contains("too large"));
+        assert!(parse_size("16777216T").unwrap_err().contains("too large"));
+        assert_eq!(MemLimit::Bytes(7).to_cgroup_value(), "7");
+        assert_eq!(MemLimit::Max.to_cgroup_value(), "max");
+    }
+
+    #[test]
+    fn memory_key_errors_name_the_problem_and_line() {
+        let base = "[profile.a]\nclass = \"tool\"\n";
+        let e = err(&format!("{base}memory_high = \"12X\"\n"));
+        assert!(e.starts_with("p.toml:3:") && e.contains("memory_high = \"12X\" is not a size"), "{e}");
+        let e = err(&format!("{base}memory_max = 1.5\n"));
+        assert!(e.starts_with("p.toml:3:") && e.contains("memory_max = 1.5 is not a size"), "{e}");
+        let e = err(&format!("{base}memory_max = -4\n"));
+        assert!(e.starts_with("p.toml:3:") && e.contains("negative"), "{e}");
+        let e = err(&format!("{base}memory_high = 512\n"));
+        assert!(e.starts_with("p.toml:3:") && e.contains("below 1M") && e.contains("\"512M\""), "{e}");
+        let e = err(&format!("{base}protect_low = \"max\"\n"));
+        assert!(e.starts_with("p.toml:3:") && e.contains("not allowed"), "{e}");
+        let e = err(&format!("{base}memory_max = \"1G\"\nmemory_high = \"2G\"\n"));
+        assert!(e.starts_with("p.toml:4:") && e.contains("memory_high (2147483648 bytes) is above memory_max"), "{e}");
+        for (key, v, range) in [
+            ("thrash_weight_pct", "0", "use 1 to 100"),
+            ("thrash_slice_pct", "101", "use 1 to 100"),
+            ("delay_start_pct", "1001", "use 0 to 1000"),
+            ("delay_base_ms", "-1", "use 0 to 2000"),
+            ("delay_slope_ms_per_pct", "2001", "use 0 to 2000"),
+            ("delay_max_ms", "2001", "use 0 to 2000"),
+        ] {
+            let e = err(&format!("{base}{key} = {v}\n"));
+            assert!(e.starts_with("p.toml:3:") && e.contains(&format!("{key} = {v} is out of range: {range}")), "{e}");
+        }
+        // base above max: blamed on base, saying max came from the class
+        let e = err("[profile.a]\nclass = \"interactive\"\ndelay_base_ms = 200\n");
+        assert!(e.starts_with("p.toml:3:") && e.contains("delay_base_ms = 200 is above delay_max_ms = 100"), "{e}");
+        assert!(e.contains("delay_max_ms not set: the interactive class default applies"), "{e}");
+        let e = err("[profile.a]\nclass = \"tool\"\n\ndelay_max_ms = 5\n");
+        assert!(e.starts_with("p.toml:4:") && e.contains("delay_base_ms = 10 is above delay_max_ms = 5"), "{e}");
+        // every problem of a profile is reported, in line order
+        let e = err(&format!("{base}memory_high = \"x\"\ndelay_max_ms = 3000\nthrash_slice_pct = 0\n"));
+        assert_eq!(e.lines().count(), 3, "{e}");
+        assert!(e.lines().zip(["p.toml:3:", "p.toml:4:", "p.toml:5:"]).all(|(l, p)| l.starts_with(p)), "{e}");
+    }
+
+    #[test]
+    fn thrash_table_errors() {
+        let e = err("[thrash]\nenter_permille = 100\nexit_permille = 100\n");
+        assert!(e.starts_with("p.toml:3: [thrash]: exit_permille = 100 must be below enter_permille = 100"), "{e}");
+        let e = err("[thrash]\nexit_permille = 300\n");
+        assert!(e.starts_with("p.toml:2:") && e.contains("enter_permille not set"), "{e}");
+        let e = err("[thrash]\nenter_permille = 20\n");
+        assert!(e.starts_with("p.toml:2:") && e.contains("exit_permille = 50 must be below enter_permille = 20"), "{e}");
+        let e = err("[thrash]\nenter_permille = 1001\n");
+        assert!(e.starts_with("p.toml:2: [thrash]: enter_permille = 1001 is out of range: use 1 to 1000"), "{e}");
+        let e = err("[thrash]\nexit_permille = 0\n");
+        assert!(e.starts_with("p.toml:2:") && e.contains("use 1 to 999"), "{e}");
+        let e = err("[thrash]\nenter_permille = 300\nweight_pct = 20\n");
+        assert!(e.starts_with("p.toml:3:") && e.contains("weight_pct"), "{e}");
+        Policy::parse_str("[thrash]\n", "p.toml").unwrap();
+    }
+
+    #[test]
+    fn escalation_table_errors() {
+        let e = err("[escalation]\nfreeze_after_ms = 5000\nkill_after_ms = 5000\n");
+        assert!(e.starts_with("p.toml:3: [escalation]: kill_after_ms = 5000 must be above freeze_after_ms = 5000"), "{e}");
+        let e = err("[escalation]\nfreeze_after_ms = 20000\n");
+        assert!(e.starts_with("p.toml:2:") && e.contains("kill_after_ms = 10000 must be above") && e.contains("kill_after_ms not set"), "{e}");
+        let e = err("[escalation]\nthaw_below_pct = 12\n");
+        assert!(e.starts_with("p.toml:2:") && e.contains("thaw_below_pct = 12 must be below throttle_full_pct = 10"), "{e}");
+        let e = err("[escalation]\n\nthrottle_full_pct = 50\nfreeze_full_pct = 45\n");
+        assert!(e.starts_with("p.toml:3:") && e.contains("above freeze_full_pct = 45"), "{e}");
+        let e = err("[escalation]\nfreeze_full_pct = 120\n");
+        assert!(e.starts_with("p.toml:2: [escalation]: freeze_full_pct = 120 is out of range"), "{e}");
+        let e = err("[escalation]\nthaw_below_pct = 0\n");
+        assert!(e.starts_with("p.toml:2:") && e.contains("above 0"), "{e}");
+        let e = err("[escalation]\nthaw_after_ms = 0\n");
+        assert!(e.starts_with("p.toml:2: [escalation]: thaw_after_ms = 0 is out of range: use 1 to 86400000"), "{e}");
+        let e = err("[escalation]\nthrottle_full_pct = \"10%\"\n");
+        assert!(e.starts_with("p.toml:2:"), "{e}");
+        let e = err("[escalation]\nkill_after = 1\n");
+        assert!(e.starts_with("p.toml:2:") && e.contains("kill_after"), "{e}");
+        let p = Policy::parse_str("[escalation]\nthrottle_full_pct = 40\nfreeze_full_pct = 40\n", "p.toml").unwrap();
+        assert_eq!(p.escalation.throttle_full_pct, 40.0);
     }
 }

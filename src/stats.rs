@@ -98,6 +98,42 @@ pub struct StepMetrics {
 
 #[stat_doc]
 #[derive(Clone, Debug, Default, Serialize, Deserialize, Stats)]
+#[stat(_om_prefix = "mem_", _om_label = "cgroup")]
+pub struct MemoryMetrics {
+    #[stat(desc = "Thrash score, permille (time lost to memory.high throttling and reclaim, EWMA)")]
+    pub thrash_score: u32,
+    #[stat(desc = "Highest thrash score so far, permille")]
+    pub peak_score: u32,
+    #[stat(desc = "Thrash penalty on now (1) or not (0)")]
+    pub penalised: u32,
+    #[stat(desc = "Time penalised since start (ms)")]
+    pub penalised_ms: u64,
+    #[stat(desc = "Times the penalty engaged")]
+    pub penalty_entries: u64,
+    #[stat(desc = "Time lost to memory pressure since start, all tasks (ms)")]
+    pub stall_ms: u64,
+}
+
+#[stat_doc]
+#[derive(Clone, Debug, Default, Serialize, Deserialize, Stats)]
+#[stat(_om_prefix = "sess_", _om_label = "session")]
+pub struct SessionMetrics {
+    #[stat(desc = "Active now (a task of the session runnable) (1) or idle (0)")]
+    pub active: u32,
+    #[stat(desc = "Idle -> active transitions since start (gaps under 50 ms do not count)")]
+    pub idle_to_active: u64,
+    #[stat(desc = "Active -> idle transitions since start")]
+    pub active_to_idle: u64,
+    #[stat(desc = "Time active since start (ms)")]
+    pub active_ms: u64,
+    #[stat(desc = "Time idle since start (ms), after its first activity")]
+    pub idle_ms: u64,
+    #[stat(desc = "--mem-escalation phase: running, throttled, soft-paused (frozen), killed; empty when off")]
+    pub mem_phase: String,
+}
+
+#[stat_doc]
+#[derive(Clone, Debug, Default, Serialize, Deserialize, Stats)]
 #[stat(top)]
 pub struct Metrics {
     #[stat(desc = "Possible CPUs")]
@@ -168,6 +204,16 @@ pub struct Metrics {
     pub cgroups: BTreeMap<String, CgroupMetrics>,
     #[stat(desc = "Every cgroup with a cpu.max limit")]
     pub bandwidth: BTreeMap<String, BandwidthMetrics>,
+    #[stat(desc = "Thrash penalties engaged over the interval")]
+    pub thrash_penalties: u64,
+    #[stat(desc = "memcg BPF ops: loaded, unsupported (kernel lacks them) or off")]
+    pub memcg_ops: String,
+    #[stat(desc = "Cgroups that met memory pressure: thrash score and penalties")]
+    pub memory: BTreeMap<String, MemoryMetrics>,
+    #[stat(desc = "Sessions (cells): activity transitions and time")]
+    pub sessions: BTreeMap<String, SessionMetrics>,
+    #[stat(desc = "--mem-escalation since start: sessions throttled, frozen, thawed, killed, failed writes")]
+    pub mem_escalation: BTreeMap<String, u64>,
 }
 
 /// Cumulative state the scheduler hands to stats clients.
@@ -187,6 +233,10 @@ pub struct Snapshot {
     pub rebalances: u64,
     /// entries of node_stashes, cgrp_cfgs and bw_timers
     pub map_entries: [u64; 3],
+    /// session cgroups (paths below the cgroup2 root)
+    pub sessions: Vec<String>,
+    pub memcg_ops: String,
+    pub escalation: Option<crate::escalation::EscalationStats>,
 }
 
 /// Cumulative state of one cell.
@@ -286,7 +336,64 @@ pub fn metrics_between(prev: &Snapshot, cur: &Snapshot) -> Metrics {
             )
         })
         .collect();
+    let memory = cur
+        .cgroups
+        .iter()
+        .filter(|(_, c)| c.thr_stall_ns > 0 || c.thr_nr_penalties > 0 || c.thr_score > 0)
+        .map(|(name, c)| {
+            (
+                name.clone(),
+                MemoryMetrics {
+                    thrash_score: c.thr_score,
+                    peak_score: c.thr_peak_score,
+                    penalised: c.thr_penalised as u32,
+                    penalised_ms: c.thr_penalised_ns / 1_000_000,
+                    penalty_entries: c.thr_nr_penalties,
+                    stall_ms: c.thr_stall_ns / 1_000_000,
+                },
+            )
+        })
+        .collect();
+    let sessions = cur
+        .sessions
+        .iter()
+        .filter_map(|name| cur.cgroups.get(name).map(|c| (name, c)))
+        .map(|(name, c)| {
+            (
+                name.clone(),
+                SessionMetrics {
+                    active: c.act_active as u32,
+                    idle_to_active: c.act_nr_up,
+                    active_to_idle: c.act_nr_down,
+                    active_ms: c.act_active_ns / 1_000_000,
+                    idle_ms: c.act_idle_ns / 1_000_000,
+                    mem_phase: cur
+                        .escalation
+                        .as_ref()
+                        .and_then(|e| e.sessions.get(name.rsplit('/').next().unwrap_or(name)).cloned())
+                        .unwrap_or_default(),
+                },
+            )
+        })
+        .collect();
     Metrics {
+        thrash_penalties: d(agentcg_stat_idx_STAT_THRASH_PENALTY),
+        mem_escalation: cur
+            .escalation
+            .as_ref()
+            .map(|e| {
+                BTreeMap::from([
+                    ("throttled".to_string(), e.throttled),
+                    ("frozen".to_string(), e.frozen),
+                    ("thawed".to_string(), e.thawed),
+                    ("killed".to_string(), e.killed),
+                    ("errors".to_string(), e.errors),
+                ])
+            })
+            .unwrap_or_default(),
+        memcg_ops: cur.memcg_ops.clone(),
+        memory,
+        sessions,
         borrows: d(agentcg_stat_idx_STAT_BORROW),
         reclaims: d(agentcg_stat_idx_STAT_RECLAIM),
         boosts: d(agentcg_stat_idx_STAT_BOOST),
@@ -387,6 +494,21 @@ impl Metrics {
                 )?;
             }
         }
+        if !self.memory.is_empty() {
+            writeln!(w, "  {:<40} {:>6} {:>4} {:>10} {:>8} {:>9}", "memory pressure", "score", "pen", "pen_ms", "entries", "stall_ms")?;
+            for (name, m) in &self.memory {
+                writeln!(
+                    w,
+                    "  {:<40} {:>6} {:>4} {:>10} {:>8} {:>9}",
+                    name,
+                    m.thrash_score,
+                    if m.penalised != 0 { "yes" } else { "" },
+                    m.penalised_ms,
+                    m.penalty_entries,
+                    m.stall_ms
+                )?;
+            }
+        }
         if !self.bandwidth.is_empty() {
             writeln!(
                 w,
@@ -450,6 +572,8 @@ pub fn server_data() -> StatsServerData<(), Snapshot> {
         .add_meta(BandwidthMetrics::meta())
         .add_meta(CellMetrics::meta())
         .add_meta(StepMetrics::meta())
+        .add_meta(MemoryMetrics::meta())
+        .add_meta(SessionMetrics::meta())
         .add_ops("top", StatsOps { open, close: None })
 }
 
@@ -481,6 +605,19 @@ mod tests {
             hweight_one: 1 << 16,
             ..Default::default()
         }
+    }
+
+    #[test]
+    fn stats_server_starts_with_every_metric_type() {
+        // every nested metrics struct must be registered, or launch fails
+        let dir = std::env::temp_dir().join(format!("agentcg-stats-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let server = scx_stats::prelude::StatsServer::new(server_data())
+            .set_path(dir.join("stats"))
+            .launch();
+        assert!(server.is_ok(), "{:#}", server.err().unwrap());
+        drop(server);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

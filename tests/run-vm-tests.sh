@@ -65,6 +65,10 @@ for f in "${scenarios[@]}"; do
             *) why="rc=$rc" ;;
         esac
         failed=$((failed + 1)); line="FAIL: $name (${secs}s, $why; log $LOG_DIR/$name.log)"
+        # the failing checks and the log lines just before each, so that a
+        # CI report that shows only the end of the output still names them
+        fails=$(grep -a -B3 '^FAIL: ' "$LOG_DIR/$name.log" 2>/dev/null | tail -n 40)
+        [ -z "$fails" ] || line="$line"$'\n'"$(sed 's/^/    /' <<< "$fails")"
     fi
     echo "=== $line"
     summary+=("$line")

@@ -29,6 +29,15 @@ enum agentcg_consts {
 	AGENTCG_SWEEP_BATCH	= 16,
 	/* shortest slice cpu.max clipping gives a task */
 	AGENTCG_BW_MIN_SLICE_NS	= 100000,
+	/* a clipped slice shorter than this ends by a timer, not at a tick */
+	AGENTCG_BW_PRECISE_NS	= 4000000,
+	/* thrash score window, and the shortest idle gap that counts */
+	AGENTCG_THRASH_WINDOW_NS = 100000000,
+	/* memcg_ops: classes 0 (none) to 3, the kernel's delay clamp, self-test size */
+	AGENTCG_NR_CLASSES	= 4,
+	AGENTCG_MAX_DELAY_MS	= 2000,
+	AGENTCG_SELFTEST_MAX	= 32,
+	AGENTCG_ACT_DEBOUNCE_NS	= 50000000,
 
 	/* cells (cells.bpf.h): cell 0 is the system cell */
 	AGENTCG_MAX_CELLS	= 64,
@@ -75,6 +84,7 @@ enum agentcg_stat_idx {
 	STAT_BOOST,		/* a waking task was boosted (interactive step) */
 	STAT_BOOST_DISPATCH,	/* task moved from a boost DSQ */
 	STAT_NO_CREDIT,		/* a boostable wakeup had no burst credit left */
+	STAT_THRASH_PENALTY,	/* a cgroup entered the thrash penalty */
 	AGENTCG_NR_STATS,
 };
 
@@ -130,6 +140,26 @@ struct cgrp_ctx {
 	u64 credit_at;		/* when credit_ns was last refilled */
 	u64 nr_boosts;
 	u64 boost_ns;		/* CPU time run on boosted wakeups */
+
+	/* memory pressure (thrash.bpf.h) */
+	u64 thr_live;		/* has a score or stall: folded at charges */
+	u64 thr_stall_ns;	/* stall in the current window */
+	u64 thr_stall_total_ns;
+	u64 thr_window_at;	/* start of the current window */
+	u32 thr_score;		/* permille, EWMA over windows */
+	u32 thr_penalised;
+	u64 thr_peak_score;	/* highest thr_score so far */
+	u64 thr_penalised_at;
+	u64 thr_penalised_ns;	/* time penalised (finished penalties) */
+	u64 thr_nr_penalties;
+
+	/* subtree activity, debounced (thrash.bpf.h activity_note) */
+	u64 act_active_at;	/* start of the current active run */
+	u64 act_idle_at;	/* idle since (0: active) */
+	u64 act_active_ns;	/* finished active runs */
+	u64 act_idle_ns;	/* finished idle gaps */
+	u64 act_nr_up;		/* idle -> active */
+	u64 act_nr_down;	/* active -> idle (finished gaps) */
 };
 
 /*
@@ -152,6 +182,48 @@ struct profile_cfg {
 	u64 credit_max_ns;	/* burst credit capacity (0: no boost) */
 	u32 refill_pct;		/* credit refill, percent of one CPU */
 	u32 boost;		/* wakeup boost on */
+	u32 thrash_weight_pct;	/* weight under thrash penalty (0: default) */
+	u32 thrash_slice_pct;	/* slice under thrash penalty (0: default) */
+};
+
+/*
+ * memcg_ops (memcg_ops.bpf.h): the memory.high delay curve of a step class.
+ * Delay 0 up to start_pct over memory.high, then base_ms + slope_ms_per_pct
+ * per point beyond, at most max_ms (and 2000, the kernel's clamp); halved
+ * while the step has burst credit. Same formula as src/memcg_ops.rs.
+ */
+struct delay_curve {
+	u32 start_pct;
+	u32 base_ms;
+	u32 slope_ms_per_pct;
+	u32 max_ms;
+};
+
+/* Per-cgroup memory pressure, shared by the scheduler and memcg_ops. */
+struct mem_pressure {
+	u32 score;		/* thrash score, permille (scheduler) */
+	u32 penalised;		/* thrash penalty on (scheduler) */
+	u32 class;		/* step class (userspace) */
+	u32 credit_ok;		/* burst credit left (scheduler) */
+	u64 protect_bytes;	/* below_low budget (userspace; min: half) */
+	u64 nr_delays;		/* memcg_ops: memory.high delays given */
+	u64 delay_ms_total;	/* memcg_ops: their sum */
+};
+
+/* The agentcg_selftest_delay program's input and output. */
+struct selftest_case {
+	u32 class;
+	u32 credit_ok;
+	u64 usage;
+	u64 high;
+};
+
+struct selftest_args {
+	struct delay_curve curves[AGENTCG_NR_CLASSES];
+	u32 nr_cases;
+	u32 pad;
+	struct selftest_case cases[AGENTCG_SELFTEST_MAX];
+	u32 out[AGENTCG_SELFTEST_MAX];
 };
 
 /*

@@ -59,6 +59,12 @@ char _license[] SEC("license") = "GPL";
 const volatile u32 nr_cpus = 1;		/* possible CPUs, set by userspace */
 const volatile u64 slice_ns = 3000000;	/* task slice */
 const volatile u64 cgrp_slice_ns = 3000000; /* how long a CPU sticks to a cgroup */
+/* thrash penalties (thrash.bpf.h; defaults as in src/thrash.rs) */
+const volatile u32 thrash_penalty_on = 1;
+const volatile u32 thrash_enter_permille = 200;
+const volatile u32 thrash_exit_permille = 50;
+const volatile u32 thrash_weight_pct = 25;	/* weight under penalty, % */
+const volatile u32 thrash_slice_pct = 50;	/* slice under penalty, % */
 const volatile bool wake_preempt = true;
 const volatile bool herd_control = true;	/* off only for comparisons */
 /* cpu.max comes from ops.cgroup_set_bandwidth (else from userspace) */
@@ -207,6 +213,8 @@ static __always_inline u64 scale_by_hweight(u64 ns, u64 hw)
 #include "bandwidth.bpf.h"
 #include "cells.bpf.h"
 #include "policy.bpf.h"
+#include "memcg_ops.bpf.h"
+#include "thrash.bpf.h"
 
 /* the cvtime frontier of @cgc's cell */
 static __always_inline u64 *vnow_of(struct cgrp_ctx *cgc)
@@ -298,7 +306,7 @@ static void update_activity(struct cgroup *cgrp, bool runnable)
 {
 	struct cgrp_ctx *cgc, *c, *child;
 	bool changed;
-	u64 vnow;
+	u64 vnow, now = 0;
 	u32 i;
 
 	cgc = cgrp_ctx_of(cgrp);
@@ -324,6 +332,10 @@ static void update_activity(struct cgroup *cgrp, bool runnable)
 	changed = account_child(cgc, &cgc->self_counted, cgc->nr_runnable > 0,
 				AGENTCG_SELF_WEIGHT, vnow);
 	bpf_spin_unlock(&tree_lock);
+	if (changed) {
+		now = bpf_ktime_get_ns();
+		activity_note(cgc, cgc->nr_active > 0, now);
+	}
 
 	bpf_for(i, 1, cgrp->level + 1) {
 		if (!changed)
@@ -336,6 +348,8 @@ static void update_activity(struct cgroup *cgrp, bool runnable)
 		changed = account_child(c, &child->counted, child->nr_active > 0,
 					child->weight, vnow);
 		bpf_spin_unlock(&tree_lock);
+		if (changed)
+			activity_note(c, c->nr_active > 0, now);
 	}
 
 	__sync_fetch_and_add(&hweight_gen, 1);
@@ -423,6 +437,7 @@ static void charge(struct cgroup *cgrp, struct cgrp_ctx *cgc, u64 ns)
 	}
 	if (nr_bw_throttled > throttles)
 		bw_kick_throttled();
+	thrash_charge(cgrp);
 }
 
 static void stash_node(u64 cgid, struct cgrp_node *node)
@@ -758,7 +773,7 @@ s32 BPF_STRUCT_OPS(agentcg_select_cpu, struct task_struct *p, s32 prev_cpu,
 	cgc = cgrp_ctx_of(cgrp);
 	if (cgc) {
 		resolve_cgrp(cgrp, cgc);
-		slice = cgc->slice_ns ?: slice_ns;
+		slice = thrash_slice(cgrp, cgc, cgc->slice_ns ?: slice_ns);
 	}
 	bpf_cgroup_release(cgrp);
 
@@ -897,7 +912,7 @@ void BPF_STRUCT_OPS(agentcg_enqueue, struct task_struct *p, u64 enq_flags)
 		goto out;
 	}
 	resolve_cgrp(cgrp, cgc);
-	slice = cgc->slice_ns ?: slice_ns;
+	slice = thrash_slice(cgrp, cgc, cgc->slice_ns ?: slice_ns);
 	cpuc = this_cpu_ctx();
 
 	if (task_restricted(p, cgc)) {
@@ -918,7 +933,7 @@ void BPF_STRUCT_OPS(agentcg_enqueue, struct task_struct *p, u64 enq_flags)
 
 	/* interactive steps: a waking task goes ahead while it has credit */
 	if (boost_on && (enq_flags & SCX_ENQ_WAKEUP) && !bw_throttled(cgrp) &&
-	    boost_allowed(cgc, bpf_ktime_get_ns())) {
+	    !thrash_penalised(cgrp) && boost_allowed(cgc, bpf_ktime_get_ns())) {
 		tctx = bpf_task_storage_get(&task_ctxs, p, 0, 0);
 		if (tctx)
 			tctx->boosted = true;
@@ -1149,6 +1164,8 @@ void BPF_STRUCT_OPS(agentcg_running, struct task_struct *p)
 			if (rem < (s64)p->scx.slice)
 				p->scx.slice = rem > AGENTCG_BW_MIN_SLICE_NS ?
 					rem : AGENTCG_BW_MIN_SLICE_NS;
+			if (rem != BW_NO_LIMIT && p->scx.slice < AGENTCG_BW_PRECISE_NS)
+				bw_arm_slice_end(cgrp->kn->id, p->scx.slice);
 		}
 	}
 	cgc = cgrp_ctx_of(cgrp);
@@ -1305,6 +1322,7 @@ void BPF_STRUCT_OPS(agentcg_cgroup_exit, struct cgroup *cgrp)
 
 	/* drop the cgroup's cpu.max state and timer */
 	bw_apply(cgrp, 0, (u64)-1, 0);
+	thrash_cgroup_exit(cgrp);
 
 	/* a node still in the tree is dropped when it is next popped */
 	bpf_map_delete_elem(&node_stashes, &cgid);
@@ -1356,6 +1374,29 @@ void BPF_STRUCT_OPS(agentcg_cgroup_set_bandwidth, struct cgroup *cgrp,
  * Userspace path for kernels without ops.cgroup_set_bandwidth() (and for
  * --bandwidth-source cgroupfs): apply the cpu.max userspace read.
  */
+/*
+ * Self-test of the memcg_ops delay curve: runs the BPF version on the
+ * cases userspace passes in (the same table src/memcg_ops.rs checks).
+ */
+SEC("syscall")
+int agentcg_selftest_delay(struct selftest_args *args)
+{
+	u32 i, n = args->nr_cases;
+
+	bpf_for(i, 0, AGENTCG_SELFTEST_MAX) {
+		struct selftest_case *c;
+		u32 class;
+
+		if (i >= n)
+			break;
+		c = &args->cases[i];
+		class = c->class < AGENTCG_NR_CLASSES ? c->class : 0;
+		args->out[i] = high_delay_ms(&args->curves[class], c->usage, c->high,
+					     c->credit_ok);
+	}
+	return 0;
+}
+
 SEC("syscall")
 int agentcg_set_bandwidth(struct bw_args *args)
 {
@@ -1385,6 +1426,9 @@ s32 BPF_STRUCT_OPS_SLEEPABLE(agentcg_init)
 	if (ret)
 		return ret;
 
+	ret = bw_slice_timers_init();
+	if (ret)
+		return ret;
 	ret = scx_bpf_create_dsq(AGENTCG_FALLBACK_DSQ, -1);
 	if (ret)
 		return ret;

@@ -46,6 +46,9 @@ static u32 effective_weight(struct cgrp_ctx *cgc)
 
 	if (prof && prof->weight_mult)
 		w = w * prof->weight_mult / AGENTCG_MULT_ONE;
+	if (cgc->thr_penalised)	/* thrash.bpf.h */
+		w = w * (prof && prof->thrash_weight_pct ?
+			 prof->thrash_weight_pct : thrash_weight_pct) / 100;
 	return w ? (w < 1000000 ? w : 1000000) : 1;
 }
 

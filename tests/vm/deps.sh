@@ -10,7 +10,7 @@
 # that reuses the mirror already configured on this host.
 set -euo pipefail
 
-PKGS="busybox-static cpio clang-19 llvm-19 libelf-dev zlib1g-dev libzstd-dev pkg-config xz-utils meson ninja-build"
+PKGS="busybox-static cpio clang-19 llvm-19 libelf-dev zlib1g-dev libzstd-dev pkg-config xz-utils meson ninja-build fonts-dejavu-core"
 QEMU_MIN_MAJOR=8
 
 installed() { [ "$(dpkg-query -W -f='${Status}' "$1" 2>/dev/null || true)" = "install ok installed" ]; }

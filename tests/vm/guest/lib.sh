@@ -260,3 +260,13 @@ load_modules() {
         grep -q "^$_m " /proc/modules || insmod "$_md/$_m.ko" || return 1
     done
 }
+
+# zram_swap SIZE: swap on a zram device (needs run.sh --with-modules), so a
+# cgroup past memory.high reclaims and swaps (burning CPU) instead of only
+# sleeping in throttling.
+zram_swap() {
+    load_modules || return 1
+    [ -e /sys/block/zram0 ] || return 1
+    grep -q lz4hc /sys/block/zram0/comp_algorithm 2>/dev/null && echo lz4hc > /sys/block/zram0/comp_algorithm
+    echo "$1" > /sys/block/zram0/disksize && mkswap /dev/zram0 > /dev/null && swapon /dev/zram0
+}

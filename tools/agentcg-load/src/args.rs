@@ -23,6 +23,8 @@ Subcommands:
                                                    (default: fork+_exit; --exec: spawn
                                                    P, default this tool's hidden no-op)
   burst     [--on-ms A] [--off-ms B] [--threads N] use A ms of CPU, sleep B ms, repeat
+  memhog    [--mb M] [--threads N]                 N threads sweep over M MiB of memory,
+                                                   writing every page, over and over
   cpustat   PATH...                                print usage_usec of cgroups as PATH=usec
   rawreq    SOCKET JSON                            send one JSON line to a unix socket,
                                                    print the one-line reply as is
@@ -53,6 +55,7 @@ pub enum Cmd {
     Pingpong { pairs: usize },
     Forkstorm { procs: usize, exec: bool, exec_path: Option<String> },
     Burst { on_ms: f64, off_ms: f64, threads: usize },
+    Memhog { mb: usize, threads: usize },
     Cpustat { paths: Vec<String> },
     RawReq { socket: String, request: String },
     /// Hidden: exit 0 at once (the child that forkstorm --exec spawns).
@@ -103,6 +106,7 @@ pub fn parse(args: &[String]) -> Result<Opts, String> {
         "pingpong" => (&["pairs"], &[]),
         "forkstorm" => (&["procs", "exec-path"], &["exec"]),
         "burst" => (&["on-ms", "off-ms", "threads"], &[]),
+        "memhog" => (&["mb", "threads"], &[]),
         "cpustat" | "rawreq" => (&[], &[]),
         _ => return Err(format!("unknown subcommand '{sub}'")),
     };
@@ -207,6 +211,10 @@ pub fn parse(args: &[String]) -> Result<Opts, String> {
             }
             Cmd::Burst { on_ms, off_ms, threads: count("threads")? }
         }
+        "memhog" => Cmd::Memhog {
+            mb: get("mb").map(|v| parse_count("--mb", v)).unwrap_or(Ok(64))?,
+            threads: count("threads")?,
+        },
         "cpustat" => {
             if positional.is_empty() {
                 return Err("cpustat: need at least one cgroup PATH".into());

@@ -70,7 +70,7 @@ impl Stop {
             if now >= end {
                 break;
             }
-            thread::sleep((end - now).min(Duration::from_millis(20)));
+            sys::sleep_until_signal(end - now);
         }
         self.0.store(true, Ordering::SeqCst);
     }
@@ -293,6 +293,33 @@ fn burst(c: &Common, on_ms: f64, off_ms: f64, threads: usize) -> Result<String, 
     ))
 }
 
+/// Each thread owns mb / threads MiB and writes one byte of every page in
+/// turn, forever: past memory.high this keeps the cgroup in reclaim (and,
+/// with swap, swapping), which is what the thrash tests need.
+fn memhog(c: &Common, mb: usize, threads: usize) -> Result<String, String> {
+    const PAGE: usize = 4096;
+    let per = (mb << 20) / threads.max(1);
+    let (per_thread, secs) = run_workers(threads, c, move |i, stop| {
+        let mut buf = vec![0u8; per];
+        let mut sweeps = 0u64;
+        let mut v = i as u8;
+        while !stop.is_set() {
+            for off in (0..buf.len()).step_by(PAGE) {
+                buf[off] = v;
+                if off % (256 * PAGE) == 0 && stop.is_set() {
+                    break;
+                }
+            }
+            v = v.wrapping_add(1);
+            sweeps += 1;
+        }
+        std::hint::black_box(&buf);
+        sweeps
+    })?;
+    let sweeps: u64 = per_thread.iter().sum();
+    Ok(format!("memhog mb={mb} threads={threads} sweeps={sweeps} duration_s={secs:.3}"))
+}
+
 fn cpustat(paths: &[String]) -> Result<String, String> {
     let mut line = String::from("cpustat");
     for p in paths {
@@ -331,6 +358,7 @@ fn run(o: Opts) -> Result<String, String> {
         Cmd::Pingpong { pairs } => pingpong(c, pairs),
         Cmd::Forkstorm { procs, exec, exec_path } => forkstorm(c, procs, exec, exec_path),
         Cmd::Burst { on_ms, off_ms, threads } => burst(c, on_ms, off_ms, threads),
+        Cmd::Memhog { mb, threads } => memhog(c, mb, threads),
         Cmd::Cpustat { paths } => cpustat(&paths),
         Cmd::RawReq { socket, request } => rawreq(&socket, &request),
         Cmd::Child | Cmd::Help => unreachable!(),

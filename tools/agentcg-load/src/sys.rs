@@ -19,6 +19,7 @@ extern "C" {
     fn _exit(code: c_int) -> !;
     fn waitpid(pid: c_int, status: *mut c_int, options: c_int) -> c_int;
     fn signal(sig: c_int, handler: usize) -> usize;
+    fn nanosleep(req: *const Timespec, rem: *mut Timespec) -> c_int;
 }
 
 const PR_SET_TIMERSLACK: c_int = 29;
@@ -33,6 +34,17 @@ pub fn set_timer_slack_ns(ns: u64) {
     // SAFETY: prctl(PR_SET_TIMERSLACK, ulong) has no memory effects.
     unsafe {
         prctl(PR_SET_TIMERSLACK, ns as std::os::raw::c_ulong);
+    }
+}
+
+/// Sleep for @d in one system call; a signal ends it early (nanosleep is
+/// never restarted after a handler ran). Unlike a polling loop, the thread
+/// does not wake up until then, so the cgroup looks idle meanwhile.
+pub fn sleep_until_signal(d: Duration) {
+    let ts = Timespec { tv_sec: d.as_secs() as c_long, tv_nsec: d.subsec_nanos() as c_long };
+    // SAFETY: ts is a valid timespec; no remainder is wanted.
+    unsafe {
+        nanosleep(&ts, std::ptr::null_mut());
     }
 }
 

@@ -1,0 +1,60 @@
+# vm: --smp 4 --mem 2G --timeout 600 --with-modules
+# Thrash-aware penalties: a memory hog in a session whose memory.high is far
+# below its working set (zram swap, so it burns CPU in reclaim) gets a
+# rising thrash score and the penalty engages (stats), and only there;
+# --no-thrash-penalty scores but never penalises. The p99 wakeup latency of
+# a probe in another session is measured with and without the penalty,
+# rounds alternated, and reported (see the note at the end).
+. /lib/agentcg/lib.sh
+. /lib/agentcg/measure.sh
+
+zram_swap 1G || fail "zram swap"
+P=agentcg
+mkdir -p "$CG_ROOT/$P" && echo "+cpu +cpuset +memory" > "$CG_ROOT/$P/cgroup.subtree_control" \
+    || fail "managed parent"
+cg_new $P/hog 100 > /dev/null && echo 48M > "$CG_ROOT/$P/hog/memory.high" || fail "hog session"
+cg_new $P/probe 100 > /dev/null || fail "probe session"
+
+mem_field() {   # mem_field FILE CGROUP FIELD
+    sed -n "s|.*\"memory\":{.*\"$2\":{[^}]*\"$3\":\([0-9]*\).*|\1|p" "$1"
+}
+
+# round PENALTY(on|off): one scheduler run with the hog and the probe;
+# prints the probe's p99 (us)
+round() {
+    if [ "$1" = on ]; then sched_start >&2 || return 1
+    else sched_start --no-thrash-penalty >&2 || return 1; fi
+    agentcg-load memhog --cgroup $P/hog --mb 192 --threads 4 --duration 14 > /dev/null &
+    hog=$!
+    sleep 4
+    stats_json /tmp/thr_$1_$2.json
+    agentcg-load wakeup --cgroup $P/probe --interval-us 1000 --duration 8 > /tmp/probe_$1_$2.out
+    wait $hog
+    sched_alive || { echo "round $1 $2: the scheduler died:" >&2; cat "$SCHED_LOG" >&2; }
+    sched_stop INT >&2
+    sed -n 's/.* p99_us=\([0-9]*\).*/\1/p' /tmp/probe_$1_$2.out
+}
+
+ons="" offs=""
+for r in 1 2; do
+    v=$(round on $r); log "round $r, penalty on: probe p99 ${v:-?} us"; ons="$ons ${v:-0}"
+    check "round $r: the memory-pressure hooks are in use" grep -q "memory pressure: PSI memory stalls" "$SCHED_LOG"
+    s=$(mem_field /tmp/thr_on_$r.json $P/hog peak_score)
+    e=$(mem_field /tmp/thr_on_$r.json $P/hog penalty_entries)
+    log "round $r: hog thrash score ${s:-none}, penalty entries ${e:-0}"
+    check "round $r: the hog's peak thrash score rose above the threshold (${s:-0} >= 200)" fge "${s:-0}" 200
+    check "round $r: the penalty engaged (${e:-0} entries)" fge "${e:-0}" 1
+    check "round $r: the probe's session is not penalised" \
+        test -z "$(mem_field /tmp/thr_on_$r.json $P/probe penalty_entries | grep -v '^0$')"
+    v=$(round off $r); log "round $r, --no-thrash-penalty: probe p99 ${v:-?} us"; offs="$offs ${v:-0}"
+    s=$(mem_field /tmp/thr_off_$r.json $P/hog peak_score)
+    e=$(mem_field /tmp/thr_off_$r.json $P/hog penalty_entries)
+    check "round $r: --no-thrash-penalty still scores (${s:-0} >= 200) but never penalises (${e:-0})" \
+        sh -c "[ ${s:-0} -ge 200 ] && [ ${e:-0} -eq 0 ]"
+done
+# Reported, not asserted: in this VM the probe's p99 is about the same
+# either way (weight and slice penalties do not keep a reclaiming hog off
+# the CPUs the probe wakes on); the latency goal is not met yet.
+log "probe p99 (us): penalty on$ons; --no-thrash-penalty$offs"
+check "no sched_ext errors in dmesg" ! dmesg_sched_errors
+finish
