@@ -25,18 +25,15 @@
  * Worst-case overrun in one period: running() clips each slice to the
  * budget left divided by the number of CPUs (at least
  * AGENTCG_BW_MIN_SLICE_NS), so the CPUs together start little more than the
- * budget left. sched_ext ends slices at ticks; a clipped slice shorter than
- * a tick (AGENTCG_BW_PRECISE_NS) is ended on time by a per-CPU hrtimer
- * instead (bw_slice_timers, pinned to the CPU). A budget is seen to be
- * exhausted when a charge lands (a slice ends or a tick, on any CPU running
- * the cgroup); that CPU then preempts every other CPU running a task below
- * the throttled cgroup (bw_kick_throttled), and a task that was already
- * queued on a CPU gives it up as soon as it starts running. The overrun is
- * therefore about the budget left split across CPUs plus one minimum slice
- * per CPU running the cgroup (4 * 0.1 ms on 4 CPUs) plus timer latency,
- * bounded by one tick per CPU (4 * 4 ms at HZ=250) when a timer cannot be
- * armed. It is carried as debt into the next period, so usage over several
- * periods converges to the quota (within 2 % in the tests).
+ * budget left. A budget is seen to be exhausted when a charge lands (a
+ * slice ends or a tick, on any CPU running the cgroup); that CPU then
+ * preempts every other CPU running a task below the throttled cgroup
+ * (bw_kick_throttled), and a task that was already queued on a CPU gives it
+ * up as soon as it starts running. Slices themselves end at ticks, so the overrun is at
+ * most about one tick of every CPU running the cgroup (4 * 4 ms at HZ=250
+ * on 4 CPUs), and typically much less. It is carried as debt into the next
+ * period, so usage over several periods converges to the quota (within 2 %
+ * in the tests).
  */
 #ifndef __AGENTCG_BANDWIDTH_BPF_H
 #define __AGENTCG_BANDWIDTH_BPF_H
@@ -58,19 +55,6 @@ struct {
 	__type(key, u64);
 	__type(value, struct bw_timer);
 } bw_timers SEC(".maps");
-
-/* Per-CPU slice-end timer: preempts a clipped slice that ends between ticks. */
-struct bw_slice_timer {
-	struct bpf_timer timer;
-	u64 cgid;	/* the limited cgroup whose slice it ends */
-};
-
-struct {
-	__uint(type, BPF_MAP_TYPE_ARRAY);
-	__uint(max_entries, AGENTCG_MAX_CPUS);
-	__type(key, u32);
-	__type(value, struct bw_slice_timer);
-} bw_slice_timers SEC(".maps");
 
 /* Is @cgrp or one of its non-root ancestors throttled? */
 static bool bw_throttled(struct cgroup *cgrp)
@@ -215,46 +199,6 @@ static int bw_timer_fn(void *map, u64 *key, struct bw_timer *t)
 	if (period)
 		bpf_timer_start(&t->timer, period, 0);
 	return 0;
-}
-
-/* The slice of a task of @cgid on this CPU is over: preempt it if it still runs. */
-static int bw_slice_timer_fn(void *map, u32 *key, struct bw_slice_timer *t)
-{
-	struct cpu_ctx *cpuc = this_cpu_ctx();
-
-	if (cpuc && t->cgid && cpuc->run_cgid == t->cgid)
-		scx_bpf_kick_cpu(bpf_get_smp_processor_id(), SCX_KICK_PREEMPT);
-	return 0;
-}
-
-static s32 bw_slice_timers_init(void)
-{
-	struct bw_slice_timer *t;
-	s32 cpu;
-
-	bpf_for(cpu, 0, nr_cpus) {
-		u32 key = cpu;
-
-		t = bpf_map_lookup_elem(&bw_slice_timers, &key);
-		if (!t)
-			return -ENOENT;
-		bpf_timer_init(&t->timer, &bw_slice_timers, CLOCK_MONOTONIC);
-		bpf_timer_set_callback(&t->timer, bw_slice_timer_fn);
-	}
-	return 0;
-}
-
-/* End the @slice_ns slice of a task of @cgid starting now on this CPU on time. */
-static void bw_arm_slice_end(u64 cgid, u64 slice_ns)
-{
-	u32 key = bpf_get_smp_processor_id();
-	struct bw_slice_timer *t;
-
-	t = bpf_map_lookup_elem(&bw_slice_timers, &key);
-	if (!t)
-		return;
-	t->cgid = cgid;
-	bpf_timer_start(&t->timer, slice_ns, BPF_F_TIMER_CPU_PIN);
 }
 
 /*

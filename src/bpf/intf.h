@@ -29,8 +29,6 @@ enum agentcg_consts {
 	AGENTCG_SWEEP_BATCH	= 16,
 	/* shortest slice cpu.max clipping gives a task */
 	AGENTCG_BW_MIN_SLICE_NS	= 100000,
-	/* a clipped slice shorter than this ends by a timer, not at a tick */
-	AGENTCG_BW_PRECISE_NS	= 4000000,
 	/* thrash score window, and the shortest idle gap that counts */
 	AGENTCG_THRASH_WINDOW_NS = 100000000,
 	/* memcg_ops: classes 0 (none) to 3, the kernel's delay clamp, self-test size */

@@ -1164,8 +1164,6 @@ void BPF_STRUCT_OPS(agentcg_running, struct task_struct *p)
 			if (rem < (s64)p->scx.slice)
 				p->scx.slice = rem > AGENTCG_BW_MIN_SLICE_NS ?
 					rem : AGENTCG_BW_MIN_SLICE_NS;
-			if (rem != BW_NO_LIMIT && p->scx.slice < AGENTCG_BW_PRECISE_NS)
-				bw_arm_slice_end(cgrp->kn->id, p->scx.slice);
 		}
 	}
 	cgc = cgrp_ctx_of(cgrp);
@@ -1426,9 +1424,6 @@ s32 BPF_STRUCT_OPS_SLEEPABLE(agentcg_init)
 	if (ret)
 		return ret;
 
-	ret = bw_slice_timers_init();
-	if (ret)
-		return ret;
 	ret = scx_bpf_create_dsq(AGENTCG_FALLBACK_DSQ, -1);
 	if (ret)
 		return ret;
