@@ -15,7 +15,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-tests/vm/deps.sh
+tests/vm/deps.sh --bench
 export BPF_CLANG=${BPF_CLANG:-clang-19}
 cargo build --release --workspace --quiet
 

@@ -12,6 +12,9 @@ set -euo pipefail
 
 PKGS="busybox-static cpio clang-19 llvm-19 libelf-dev zlib1g-dev libzstd-dev pkg-config xz-utils meson ninja-build fonts-dejavu-core"
 QEMU_MIN_MAJOR=8
+# tests/bench.sh also needs: rt-tests (hackbench, cyclictest), lld-19 (to
+# build scx_flatcg from the kernel's tools/sched_ext), stress-ng
+[ "${1:-}" = --bench ] && PKGS="$PKGS rt-tests lld-19 stress-ng"
 
 installed() { [ "$(dpkg-query -W -f='${Status}' "$1" 2>/dev/null || true)" = "install ok installed" ]; }
 

@@ -99,7 +99,7 @@ for a in $(busybox --list-full); do
 done
 
 # Project binaries, if built.
-for b in scx_agentcg agentcg-load; do
+for b in scx_agentcg agentcg-load agentcg-replay; do
     if [ -x "$REPO/target/release/$b" ]; then
         add_file "$REPO/target/release/$b" "/usr/bin/$b"
         add_libs "$REPO/target/release/$b"

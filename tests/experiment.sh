@@ -1,0 +1,91 @@
+#!/usr/bin/env bash
+# Trace-replay experiment (docs/experiments.md): one HIGH and two LOW agent
+# sessions replay real agent traces under a shared memory limit, no swap,
+# in one VM boot, arms NoLimit / Static / HighOnly / AgentCG interleaved,
+# EXP_REPS repetitions (default 5), plus three solo runs of HIGH. Writes
+# target/experiments/results.jsonl, docs/experiments.md and the figures in
+# docs/experiments/. Measures and reports; it does not pass or fail.
+#
+# Usage: tests/experiment.sh
+#   EXP_REPS=5 EXP_SPEED=4 EXP_MAXDUR=20 EXP_TOTAL_MB=800 EXP_LOW_N=2
+#   EXP_HIGH=swebench18/Web_Network_Hard EXP_LOW=swebench18/CLI_Tools_Hard
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+REPS=${EXP_REPS:-5} SPEED=${EXP_SPEED:-4} MAXDUR=${EXP_MAXDUR:-20} TOTAL=${EXP_TOTAL_MB:-800}
+LOWN=${EXP_LOW_N:-2}
+HIGH=${EXP_HIGH:-swebench18/Web_Network_Hard} LOW=${EXP_LOW:-swebench18/CLI_Tools_Hard}
+TRACES=${AGENTCG_TRACES:-$(cd .. && pwd)/shared/traces}
+[ -d "$TRACES/$HIGH" ] && [ -d "$TRACES/$LOW" ] \
+    || { echo "experiment: traces not found under $TRACES (set AGENTCG_TRACES)" >&2; exit 1; }
+
+tests/vm/deps.sh
+export BPF_CLANG=${BPF_CLANG:-clang-19}
+cargo build --release --workspace --quiet
+eval "$(tests/vm/kernel.sh)"
+
+out=target/experiments
+mkdir -p "$out" docs/experiments
+files=""
+for t in "$HIGH" "$LOW"; do files="$files $TRACES/$t:/traces/$t"; done
+VM_EXTRA_FILES="$files" tests/vm/run.sh --smp 4 --mem 2G --timeout 2400 tests/vm/bench/experiment.sh \
+    "$REPS" "$SPEED" "$MAXDUR" "$TOTAL" "$LOWN" "$HIGH" "$LOW" | tee "$out/vm.log"
+
+sed -n 's/^EXP-RECORD //p' "$out/vm.log" | tr -d '\r' > "$out/results.jsonl"
+[ -s "$out/results.jsonl" ] || { echo "experiment: no records; see $out/vm.log" >&2; exit 1; }
+table=$(target/release/agentcg-replay plot --out docs/experiments "$out/results.jsonl")
+
+# HIGH's completion per arm against its solo median
+ratio=$(awk '
+    { arm = ""; role = ""; c = ""
+      if (match($0, /"arm":"[^"]*"/)) arm = substr($0, RSTART + 7, RLENGTH - 8)
+      if (match($0, /"role":"[^"]*"/)) role = substr($0, RSTART + 8, RLENGTH - 9)
+      if (match($0, /"completion_s":[0-9.]+/)) c = substr($0, RSTART + 15, RLENGTH - 15)
+      if (role == "HIGH" && c != "") v[arm] = v[arm] " " c }
+    function med(s,   a, n, i, j, t) { n = split(s, a, " "); for (i = 1; i <= n; i++) for (j = i + 1; j <= n; j++) if (a[j] + 0 < a[i] + 0) { t = a[i]; a[i] = a[j]; a[j] = t }
+        return n ? (n % 2 ? a[(n + 1) / 2] : (a[n / 2] + a[n / 2 + 1]) / 2) : "" }
+    END { solo = med(v["Solo"]); printf "| arm | HIGH median completion (s) | x solo (%s s) |\n| --- | --- | --- |\n", solo
+          n = split("NoLimit Static HighOnly AgentCG", arms, " ")
+          for (i = 1; i <= n; i++) { m = med(v[arms[i]]); printf "| %s | %s | %s |\n", arms[i], m, (m != "" && solo > 0) ? sprintf("%.2f", m / solo) : "n/a" } }' "$out/results.jsonl")
+stats=$(sed -n 's/^EXP-STATS //p' "$out/vm.log" | tr -d '\r')
+
+{
+    echo "# Trace-replay experiment"
+    echo
+    echo "Command: \`tests/experiment.sh\` ($(date -u +%Y-%m-%d), scx_agentcg $(git rev-parse --short HEAD 2>/dev/null || echo '?'))."
+    echo
+    echo "Setup: qemu TCG VM, 4 vCPUs, 2 GiB, kernel $KVER, no swap. One HIGH session replays"
+    echo "\`$HIGH\` and $LOWN LOW sessions replay \`$LOW\` (agentcg-replay, speed x$SPEED, the first"
+    echo "${MAXDUR} s of replay time), started together under a shared \`memory.max\` of $TOTAL MiB on their"
+    echo "parent cgroup. Steps (tool calls) become step cgroups. Arms, interleaved, $REPS repetitions each:"
+    echo
+    echo "- NoLimit: the shared limit only; fair scheduler."
+    echo "- Static: \`memory.max\` = $((TOTAL / (LOWN + 1))) MiB per session; fair scheduler."
+    echo "- HighOnly: \`memory.high\` = $((TOTAL / (LOWN + 1))) MiB per session and a userspace watcher (every"
+    echo "  0.5 s: a LOW session with some avg10 > 10 % gets half that until its pressure drops); fair scheduler."
+    echo "- AgentCG: scx_agentcg \`--cell-parent-cgroup --enable-borrowing --policy --mem-escalation\`, HIGH"
+    echo "  interactive, LOW background (weight x0.5, \`memory.high\` = one share), thrash penalties on."
+    echo "  memcg_ops: not available on this kernel."
+    echo
+    echo "Completion time in seconds, median [IQR]; a killed run has no completion time. Kills that were"
+    echo "not the kernel's OOM killer (in AgentCG: --mem-escalation's cgroup.kill):"
+    echo
+    echo '```'
+    grep '"killed_by":"\(escalation\|other\)"' "$out/results.jsonl" | sed 's/.*"arm":"\([^"]*\)".*"role":"\([^"]*\)".*"rep":\([0-9]*\).*"killed_by":"\([^"]*\)".*/\1 rep \3 \2: killed (\4)/' || true
+    echo '```'
+    echo
+    echo "$table"
+    echo
+    echo "$ratio"
+    echo
+    echo "scx_agentcg counters per AgentCG run (escalation actions, thrash penalty entries):"
+    echo
+    echo '```'
+    echo "$stats"
+    echo '```'
+    echo
+    echo "Figures: completion times ![completion](experiments/completion.png), OOM kills"
+    echo "![oom](experiments/oom.png), HIGH's allocation latency CDF ![cdf](experiments/latency_cdf.png),"
+    echo "memory of one run per arm ![memory](experiments/memory_timeline.png)."
+} > docs/experiments.md
+cat docs/experiments.md

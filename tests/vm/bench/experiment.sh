@@ -1,0 +1,139 @@
+# Guest side of tests/experiment.sh: trace replay under memory contention.
+# One HIGH and LOW_N LOW sessions replay agent traces (agentcg-replay) under
+# a shared memory.max of TOTAL_MB on their parent, no swap, in four arms:
+#   NoLimit   the shared limit only (fair scheduler)
+#   Static    memory.max = TOTAL/N per session (fair scheduler)
+#   HighOnly  memory.high = TOTAL/N per session and a userspace watcher that
+#             lowers a LOW session's memory.high while it is under memory
+#             pressure and gives it back after (fair scheduler)
+#   AgentCG   scx_agentcg with cells (borrowing on) and the policy file
+#             (HIGH interactive, LOW background with memory.high = a share),
+#             thrash penalties and --mem-escalation
+# REPS repetitions, arms interleaved in the same order each time. Prints
+# one "EXP-RECORD {json}" line per session run (the replay report plus arm,
+# role, rep, oom_kills); the host turns them into the report and figures.
+#
+# Arguments: REPS SPEED MAX_DURATION TOTAL_MB LOW_N HIGH_TRACE LOW_TRACE
+. /lib/agentcg/lib.sh
+
+REPS=${1:-5} SPEED=${2:-4} MAXDUR=${3:-20} TOTAL=${4:-800} LOWN=${5:-2}
+HIGH_TRACE=${6:?high trace} LOW_TRACE=${7:?low trace}
+P=agentcg
+N=$((LOWN + 1))
+SHARE=$((TOTAL / N))
+mkdir -p "$CG_ROOT/$P" && echo "+cpu +cpuset +memory" > "$CG_ROOT/$P/cgroup.subtree_control" \
+    || fail "managed parent"
+echo "${TOTAL}M" > "$CG_ROOT/$P/memory.max" || fail "parent memory.max"
+echo 0 > "$CG_ROOT/$P/memory.swap.max" 2>/dev/null
+sessions="high"; i=1
+while [ $i -le "$LOWN" ]; do sessions="$sessions low$i"; i=$((i + 1)); done
+
+cat > /tmp/exp.toml <<EOT
+[profile.high]
+class = "interactive"
+
+[profile.low]
+class = "background"
+weight = 0.5
+memory_high = "${SHARE}M"
+
+[[select]]
+profile = "high"
+session = "high"
+
+[[select]]
+profile = "low"
+session = "low*"
+EOT
+
+oom_kills() { awk '$1 == "oom_kill" { print $2 }' "$CG_ROOT/$P/$1/memory.events" 2>/dev/null || echo 0; }
+
+# the usual userspace practice: poll pressure, squeeze the noisy neighbour
+watcher() {
+    while :; do
+        for s in $sessions; do
+            [ "$s" = high ] && continue
+            f=$CG_ROOT/$P/$s
+            some=$(sed -n 's/^some avg10=\([0-9.]*\).*/\1/p' "$f/memory.pressure" 2>/dev/null)
+            if awk -v v="${some:-0}" 'BEGIN { exit !(v > 10) }'; then
+                echo "$((SHARE / 2))M" > "$f/memory.high" 2>/dev/null
+            else
+                echo "${SHARE}M" > "$f/memory.high" 2>/dev/null
+            fi
+        done
+        sleep 0.5
+    done
+}
+
+reset_sessions() {
+    for s in $sessions; do
+        f=$CG_ROOT/$P/$s
+        if [ -d "$f" ]; then
+            for c in "$f"/*/; do [ -d "$c" ] && rmdir "$c" 2>/dev/null; done
+            rmdir "$f" 2>/dev/null
+        fi
+        mkdir -p "$f" && echo "+cpu +cpuset +memory" > "$f/cgroup.subtree_control"
+    done
+}
+
+run_arm() {   # run_arm ARM REP
+    arm=$1 rep=$2 wpid="" 
+    reset_sessions
+    case $arm in
+        Static) for s in $sessions; do echo "${SHARE}M" > "$CG_ROOT/$P/$s/memory.max"; done ;;
+        HighOnly) for s in $sessions; do echo "${SHARE}M" > "$CG_ROOT/$P/$s/memory.high"; done
+                  watcher & wpid=$! ;;
+        AgentCG) sched_start --cell-parent-cgroup $P --enable-borrowing --policy /tmp/exp.toml --mem-escalation > /dev/null \
+                     || { echo "EXP-ERROR scheduler did not start"; return 1; } ;;
+    esac
+    for s in $sessions; do eval "oom0_$s=$(oom_kills $s)"; done
+    pids=""
+    for s in $sessions; do
+        t=$LOW_TRACE; [ "$s" = high ] && t=$HIGH_TRACE
+        agentcg-replay run --trace "/traces/$t" --speed "$SPEED" --max-duration "$MAXDUR" \
+            --step-parent "$P/$s" --json "/tmp/r_$s.json" > "/tmp/r_$s.out" 2>&1 &
+        eval "pid_$s=$!"
+    done
+    for s in $sessions; do
+        eval "p=\$pid_$s"; wait "$p"; eval "rc_$s=$?"
+    done
+    [ -n "$wpid" ] && kill "$wpid" 2>/dev/null
+    if [ "$arm" = AgentCG ]; then
+        stats_json /tmp/exp_stats.json
+        echo "EXP-STATS $arm $rep frozen=$(grep -c 'mem-escalation: session .* frozen' "$SCHED_LOG") killed=$(grep -c 'mem-escalation: session .* killed' "$SCHED_LOG") penalties=$(grep -o '"penalty_entries":[0-9]*' /tmp/exp_stats.json | awk -F: '{ s += $2 } END { print s + 0 }')"
+        sched_stop INT > /dev/null
+    fi
+    for s in $sessions; do
+        role=LOW; [ "$s" = high ] && role=HIGH
+        eval "o0=\$oom0_$s; rc=\$rc_$s"
+        kills=$(( $(oom_kills $s) - o0 ))
+        if [ "$rc" = 0 ] && [ -s "/tmp/r_$s.json" ]; then
+            rec=$(cat "/tmp/r_$s.json")
+            echo "EXP-RECORD {\"arm\":\"$arm\",\"role\":\"$role\",\"session\":\"$s\",\"rep\":$rep,\"oom_kills\":$kills,\"exit\":$rc,${rec#\{}"
+        else
+            # killed without an OOM kill in its cgroup: --mem-escalation's cgroup.kill
+            how=oom; [ "$kills" = 0 ] && how=other
+            [ "$kills" = 0 ] && [ "$arm" = AgentCG ] && how=escalation
+            echo "EXP-RECORD {\"arm\":\"$arm\",\"role\":\"$role\",\"session\":\"$s\",\"rep\":$rep,\"oom_kills\":$kills,\"exit\":$rc,\"killed_by\":\"$how\",\"oom_killed\":true}"
+        fi
+        rm -f "/tmp/r_$s.json"
+    done
+    log "rep $rep $arm done"
+}
+
+rep=1
+while [ $rep -le "$REPS" ]; do
+    for arm in NoLimit Static HighOnly AgentCG; do
+        run_arm $arm $rep
+    done
+    rep=$((rep + 1))
+done
+# the solo baseline of HIGH: alone, no limits beyond the parent's, 3 runs
+for rep in 1 2 3; do
+    reset_sessions
+    agentcg-replay run --trace "/traces/$HIGH_TRACE" --speed "$SPEED" --max-duration "$MAXDUR" \
+        --step-parent "$P/high" --json /tmp/solo.json > /dev/null 2>&1 \
+        && echo "EXP-RECORD {\"arm\":\"Solo\",\"role\":\"HIGH\",\"session\":\"high\",\"rep\":$rep,\"oom_kills\":0,\"exit\":0,$(sed 's/^{//' /tmp/solo.json)"
+done
+check "the experiment ran" true
+finish
