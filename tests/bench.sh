@@ -9,7 +9,7 @@
 #
 # Then, in a second boot, the same kind of cases under CFS, scx_flatcg,
 # scx_bpfland and scx_agentcg, arms interleaved (BENCH_REPS repetitions,
-# default 3; BENCH_ARMS=0 skips it).
+# default 3; BENCH_ARMS=0 skips it, BENCH_MAIN=0 runs only it).
 #
 # Usage: tests/bench.sh        (BENCH_WINDOW=SECS changes the 10 s windows)
 set -euo pipefail
@@ -22,6 +22,8 @@ cargo build --release --workspace --quiet
 SMP=4 MEM=4G
 eval "$(tests/vm/kernel.sh)"
 mkdir -p target/bench
+: > target/bench/latest.md
+if [ "${BENCH_MAIN:-1}" != 0 ]; then   # BENCH_MAIN=0: only the comparison below
 log=target/bench/vm.log
 tests/vm/run.sh --smp $SMP --mem $MEM --timeout 1500 tests/vm/bench/bench.sh "${BENCH_WINDOW:-10}" \
     | tee "$log"
@@ -35,6 +37,7 @@ table=$(sed -n '/BENCH-TABLE-BEGIN/,/BENCH-TABLE-END/p' "$log" | grep '^|' || tr
     echo
     echo "$table"
 } > target/bench/latest.md
+fi
 
 # ---- the schedulers users would pick instead, in one more VM boot
 # (BENCH_ARMS=0 skips this part)

@@ -9,6 +9,7 @@
 # Usage: tests/experiment.sh
 #   EXP_REPS=5 EXP_SPEED=4 EXP_MAXDUR=20 EXP_TOTAL_MB=800 EXP_LOW_N=2
 #   EXP_HIGH=swebench18/Web_Network_Hard EXP_LOW=swebench18/CLI_Tools_Hard
+#   EXP_REPORT_ONLY=1 rebuilds the report from the last run
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -26,10 +27,13 @@ eval "$(tests/vm/kernel.sh)"
 
 out=target/experiments
 mkdir -p "$out" docs/experiments
-files=""
-for t in "$HIGH" "$LOW"; do files="$files $TRACES/$t:/traces/$t"; done
-VM_EXTRA_FILES="$files" tests/vm/run.sh --smp 4 --mem 2G --timeout 2400 tests/vm/bench/experiment.sh \
-    "$REPS" "$SPEED" "$MAXDUR" "$TOTAL" "$LOWN" "$HIGH" "$LOW" | tee "$out/vm.log"
+# EXP_REPORT_ONLY=1: rebuild the report from the last run's target/experiments/vm.log
+if [ "${EXP_REPORT_ONLY:-0}" = 0 ]; then
+    files=""
+    for t in "$HIGH" "$LOW"; do files="$files $TRACES/$t:/traces/$t"; done
+    VM_EXTRA_FILES="$files" tests/vm/run.sh --smp 4 --mem 2G --timeout 2400 tests/vm/bench/experiment.sh \
+        "$REPS" "$SPEED" "$MAXDUR" "$TOTAL" "$LOWN" "$HIGH" "$LOW" | tee "$out/vm.log"
+fi
 
 sed -n 's/^EXP-RECORD //p' "$out/vm.log" | tr -d '\r' > "$out/results.jsonl"
 [ -s "$out/results.jsonl" ] || { echo "experiment: no records; see $out/vm.log" >&2; exit 1; }
@@ -48,6 +52,17 @@ ratio=$(awk '
           n = split("NoLimit Static HighOnly AgentCG", arms, " ")
           for (i = 1; i <= n; i++) { m = med(v[arms[i]]); printf "| %s | %s | %s |\n", arms[i], m, (m != "" && solo > 0) ? sprintf("%.2f", m / solo) : "n/a" } }' "$out/results.jsonl")
 stats=$(sed -n 's/^EXP-STATS //p' "$out/vm.log" | tr -d '\r')
+# HIGH's share of the CPU time all sessions used, per arm (runs that completed)
+share=$(awk '
+    { arm = ""; role = ""; c = ""
+      if (match($0, /"arm":"[^"]*"/)) arm = substr($0, RSTART + 7, RLENGTH - 8)
+      if (match($0, /"role":"[^"]*"/)) role = substr($0, RSTART + 8, RLENGTH - 9)
+      if (match($0, /"cpu_s":[0-9.]+/)) c = substr($0, RSTART + 8, RLENGTH - 8)
+      if (c == "" || arm == "Solo") next
+      all[arm] += c; if (role == "HIGH") high[arm] += c }
+    END { print "| arm | HIGH share of the sessions CPU time | CPU seconds, all sessions |"; print "| --- | --- | --- |"
+          n = split("NoLimit Static HighOnly AgentCG", arms, " ")
+          for (i = 1; i <= n; i++) { a = arms[i]; if (all[a] > 0) printf "| %s | %.1f %% | %.1f |\n", a, 100 * high[a] / all[a], all[a] } }' "$out/results.jsonl")
 
 {
     echo "# Trace-replay experiment"
@@ -67,6 +82,12 @@ stats=$(sed -n 's/^EXP-STATS //p' "$out/vm.log" | tr -d '\r')
     echo "  interactive, LOW background (weight x0.5, \`memory.high\` = one share), thrash penalties on."
     echo "  memcg_ops: not available on this kernel."
     echo
+    echo "A run still going after $((MAXDUR * 4 + 10)) s is stopped and counted as not completed (timed out):"
+    echo
+    echo '```'
+    grep '"timed_out":true' "$out/results.jsonl" | sed 's/.*"arm":"\([^"]*\)".*"role":"\([^"]*\)".*"rep":\([0-9]*\).*/\1 rep \3 \2: timed out/' || true
+    echo '```'
+    echo
     echo "Completion time in seconds, median [IQR]; a killed run has no completion time. Kills that were"
     echo "not the kernel's OOM killer (in AgentCG: --mem-escalation's cgroup.kill):"
     echo
@@ -77,6 +98,8 @@ stats=$(sed -n 's/^EXP-STATS //p' "$out/vm.log" | tr -d '\r')
     echo "$table"
     echo
     echo "$ratio"
+    echo
+    echo "$share"
     echo
     echo "scx_agentcg counters per AgentCG run (escalation actions, thrash penalty entries):"
     echo

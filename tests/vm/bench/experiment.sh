@@ -20,6 +20,7 @@ REPS=${1:-5} SPEED=${2:-4} MAXDUR=${3:-20} TOTAL=${4:-800} LOWN=${5:-2}
 HIGH_TRACE=${6:?high trace} LOW_TRACE=${7:?low trace}
 P=agentcg
 N=$((LOWN + 1))
+LIMIT=$(awk -v d="$MAXDUR" 'BEGIN { printf "%d", d * 4 + 10 }')   # s before a run is stopped
 SHARE=$((TOTAL / N))
 mkdir -p "$CG_ROOT/$P" && echo "+cpu +cpuset +memory" > "$CG_ROOT/$P/cgroup.subtree_control" \
     || fail "managed parent"
@@ -94,9 +95,15 @@ run_arm() {   # run_arm ARM REP
             --step-parent "$P/$s" --json "/tmp/r_$s.json" > "/tmp/r_$s.out" 2>&1 &
         eval "pid_$s=$!"
     done
+    # a session that cannot finish (memory.high without swap can throttle a
+    # LOW session nearly to a halt) is stopped at LIMIT s and counted as
+    # not completed
+    all=""; for s in $sessions; do eval "all=\"\$all \$pid_$s\""; done
+    ( sleep "$LIMIT"; kill -TERM $all 2> /dev/null ) & dog=$!
     for s in $sessions; do
         eval "p=\$pid_$s"; wait "$p"; eval "rc_$s=$?"
     done
+    kill $dog 2> /dev/null
     [ -n "$wpid" ] && kill "$wpid" 2>/dev/null
     if [ "$arm" = AgentCG ]; then
         stats_json /tmp/exp_stats.json
@@ -107,7 +114,9 @@ run_arm() {   # run_arm ARM REP
         role=LOW; [ "$s" = high ] && role=HIGH
         eval "o0=\$oom0_$s; rc=\$rc_$s"
         kills=$(( $(oom_kills $s) - o0 ))
-        if [ "$rc" = 0 ] && [ -s "/tmp/r_$s.json" ]; then
+        if [ "$rc" = 0 ] && grep -q '"interrupted":true' "/tmp/r_$s.json" 2>/dev/null; then
+            echo "EXP-RECORD {\"arm\":\"$arm\",\"role\":\"$role\",\"session\":\"$s\",\"rep\":$rep,\"oom_kills\":$kills,\"exit\":$rc,\"timed_out\":true}"
+        elif [ "$rc" = 0 ] && [ -s "/tmp/r_$s.json" ]; then
             rec=$(cat "/tmp/r_$s.json")
             echo "EXP-RECORD {\"arm\":\"$arm\",\"role\":\"$role\",\"session\":\"$s\",\"rep\":$rep,\"oom_kills\":$kills,\"exit\":$rc,${rec#\{}"
         else
