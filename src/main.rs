@@ -684,6 +684,51 @@ impl<'a> Scheduler<'a> {
         if self.opts.partial {
             partial::switch_tree(&m.dir);
         }
+        self.write_step_memory();
+    }
+
+    /// With the memcg BPF ops loaded: every step's class and protection
+    /// budget in the shared mem_pressure map (the thrash score fields there
+    /// are the scheduler's and are kept).
+    fn write_step_memory(&mut self) {
+        let (Some(m), Some(_)) = (&self.cells, &self.memcg_ops_link) else {
+            return;
+        };
+        let steps: Vec<(u64, u32, Option<u64>)> = m
+            .last_plan
+            .steps
+            .iter()
+            .filter_map(|(cgid, sp)| {
+                let p = &self.policy.profiles[self.policy.profile_index(sp.profile.as_deref()?)?];
+                Some((*cgid, p.class.code(), p.protect_low))
+            })
+            .collect();
+        let n_interactive = steps.iter().filter(|s| s.1 == policy::StepClass::Interactive.code()).count();
+        // protection for all interactive steps together: a quarter of memory
+        let total = memory_total_bytes() / 4;
+        let map = &self.skel.maps.mem_pressure;
+        for (cgid, class, protect) in steps {
+            let key = cgid.to_ne_bytes();
+            // SAFETY: mem_pressure values are plain integers; zero is valid.
+            let mut v: bpf_intf::mem_pressure = match map.lookup(&key, MapFlags::ANY) {
+                Ok(Some(b)) if b.len() >= std::mem::size_of::<bpf_intf::mem_pressure>() => unsafe {
+                    std::ptr::read_unaligned(b.as_ptr() as *const bpf_intf::mem_pressure)
+                },
+                _ => unsafe { std::mem::zeroed() },
+            };
+            v.class = class;
+            v.protect_bytes = match (class == policy::StepClass::Interactive.code(), protect) {
+                (true, Some(per)) => memcg_ops::protect_budget(total, per, n_interactive as u32),
+                _ => 0,
+            };
+            // SAFETY: as above; the slice covers exactly the value.
+            let bytes = unsafe {
+                std::slice::from_raw_parts(&v as *const _ as *const u8, std::mem::size_of_val(&v))
+            };
+            if let Err(e) = map.update(&key, bytes, MapFlags::ANY) {
+                warn!("memcg_ops: step cgroup {cgid}: {e}");
+            }
+        }
     }
 
     /// --enable-rebalancing: feed per-cell utilisation to the rebalancer.
@@ -1020,6 +1065,20 @@ fn memcg_selftest(open_object: &mut MaybeUninit<OpenObject>) -> Result<usize> {
     skel.maps.rodata_data.as_mut().unwrap().nr_cpus = nr_cpus as u32;
     let skel = scx_ops_load!(skel, agentcg_ops, uei)?;
     memcg_ops::selftest(&skel)
+}
+
+/// MemTotal of /proc/meminfo in bytes (0 if unreadable).
+fn memory_total_bytes() -> u64 {
+    std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("MemTotal:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kb| kb.parse::<u64>().ok())
+        })
+        .map(|kb| kb * 1024)
+        .unwrap_or(0)
 }
 
 /// Turn off the memory-pressure hooks this kernel lacks; say what is used.
