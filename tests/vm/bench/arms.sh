@@ -42,10 +42,14 @@ arm_stop() {
     SCHED_LOG=/tmp/sched.log
 }
 
-# cyclictest p99 from its histogram (1 us buckets)
+# cyclictest p99 from its histogram (1 us buckets; "n/a" if it printed none).
+# Its numbers are zero-padded, which busybox awk would read as octal.
 cyc_p99() {
-    awk '/^[0-9]+ +[0-9]+/ { n[$1 + 0] = $2; t += $2 }
-         END { c = 0; for (i = 0; i <= 100000; i++) if (i in n) { c += n[i]; if (c >= t * 0.99) { print i; exit } } print "n/a" }'
+    awk '/^[0-9]+[ \t]+[0-9]+/ { a = $1; b = $2; sub(/^0+/, "", a); sub(/^0+/, "", b)
+                                  v = a + 0; k = b + 0; if (k > 0) { cnt[v] = k; t += k; if (v > mx) mx = v } }
+         END { r = "n/a"
+               if (t > 0) { c = 0; for (i = 0; i <= mx; i++) { c += cnt[i]; if (c >= t * 0.99) { r = i; break } } }
+               print r }'
 }
 
 REP=1
@@ -54,10 +58,12 @@ while [ $REP -le "$REPS" ]; do
         arm_start $ARM || { res error start; continue; }
         for c in f100 f200 f300; do spin_in $c 4 $((WIN + 3)); done
         sleep 2; s=$(cg_shares $WIN f100 f200 f300); drain
+        log "$ARM flat shares: $s"
         res flat "$(max_dev "$s" "16.7 33.3 50.0")"
 
         for c in A/B A/C D; do spin_in $c 4 $((WIN + 3)); done
         sleep 2; s=$(cg_shares $WIN A/B A/C D); drain
+        log "$ARM nested shares: $s"
         res nested "$(max_dev "$s" "16.7 16.7 66.7")"
 
         t0=$(cut -d' ' -f1 /proc/uptime)
