@@ -51,15 +51,18 @@ rm -f target/bench/bin/*
 [ -n "$flatcg" ] && cp "$flatcg" target/bench/bin/scx_flatcg && extra="$extra $PWD/target/bench/bin/scx_flatcg"
 [ -n "$bpfland" ] && cp "$bpfland" target/bench/bin/scx_bpfland && extra="$extra $PWD/target/bench/bin/scx_bpfland"
 REPS=${BENCH_REPS:-3}
+# BENCH_ARMS_REPORT_ONLY=1: only make the tables from the last target/bench/arms.log
+if [ "${BENCH_ARMS_REPORT_ONLY:-0}" = 0 ]; then
 VM_EXTRA_BINS="$extra" tests/vm/run.sh --smp $SMP --mem $MEM --timeout 2400 tests/vm/bench/arms.sh \
     "${BENCH_ARMS_WINDOW:-6}" "$REPS" | tee target/bench/arms.log
+fi
 {
     echo
     echo "### Against scx_flatcg and scx_bpfland"
     echo
     echo "Same VM configuration, a second boot: $REPS repetitions, arms interleaved within each repetition, ${BENCH_ARMS_WINDOW:-6} s windows; median (min to max)."
     echo "scx_flatcg is built from the booted kernel's own tools/sched_ext (linux-source), scx_bpfland is the published crate (cargo install)."
-    grep '^ARM-MISSING' target/bench/arms.log | awk '{ print "- " $2 ": could not be built, not measured" }'
+    { grep '^ARM-MISSING' target/bench/arms.log || true; } | awk '{ print "- " $2 ": could not be built, not measured" }'
     for c in flat nested hackbench cyclictest_p99_us cpumax20; do
         case $c in
             flat) t="weights 100/200/300, 4 spinners each: max share deviation (points)" ;;
