@@ -57,9 +57,9 @@ spin_in nb 4 400
 cg_new bu 100 > /dev/null || failed "burst setup"
 cg_max bu "100000 1000000" 100000 || failed "burst limits"
 sleep 3.5
-a=$(cg_usage_us bu)
+a=$(cg_usage_us bu); t0=$(cut -d' ' -f1 /proc/uptime)
 agentcg-load spin --cgroup bu --threads 4 --duration 3.2 > /dev/null
-b=$(cg_usage_us bu)
+b=$(cg_usage_us bu); t1=$(cut -d' ' -f1 /proc/uptime)
 sleep 1.2   # the period the spinners ended in finishes
 agentcg-load rawreq /var/run/scx/root/stats '{"req":"stats","args":{"target":"top"}}' > /tmp/bu.json
 bmax=$(sed -n 's/.*"bu":{[^}]*"max_period_usec":\([0-9]*\).*/\1/p' /tmp/bu.json)
@@ -67,10 +67,18 @@ busage=$(sed -n 's/.*"bu":{[^}]*"usage_usec":\([0-9]*\).*/\1/p' /tmp/bu.json)
 bmax=$(calc "${bmax:-0} / 1000"); used=$(calc "($b - $a) / 1000")
 log "burst: most used in one period $bmax ms (quota 100 ms + burst 100 ms); $used ms over 3.2 s; scheduler total ${busage:-?} us, cpu.stat $b us"
 check "burst: the burst was used ($bmax ms >= 180 in one period)" fge "$bmax" 180
-# the design's worst-case overrun: one 4 ms tick per CPU (bandwidth.bpf.h)
-check "burst: never more than quota + burst + overrun bound ($bmax ms <= 216)" fle "$bmax" 216
-# over 3.2 s: the 200 ms budget plus at most 4 refills of 100 ms
-check "burst: total over the run bounded ($used ms <= 616)" fle "$used" 616
+# the design's worst-case overrun is one 4 ms tick per CPU (bandwidth.bpf.h),
+# assuming ticks on time; under TCG a vCPU the host descheduled still
+# accrues run time, so both bounds get the 5 % measurement tolerance every
+# other cpu.max check here has (runs on an idle host stay within the bare
+# bounds: 204-210 ms and 543 ms)
+check "burst: never more than quota + burst + overrun bound ($bmax ms <= 216 + 5 %)" fle "$bmax" 226.8
+# over the time the spinners really ran (3.2 s, more if the tool's own main
+# thread, throttled with them, wakes late to stop them): the 200 ms budget,
+# one 100 ms refill per period boundary in that window, and the overrun bound
+win=$(calc "$t1 - $t0"); refills=$(awk -v w="$win" 'BEGIN { print int(w) + 1 }')
+bound=$((200 + refills * 100 + 16))
+check "burst: total over the run bounded ($used ms in $win s <= $bound + 5 %)" fle "$used" "$(calc "$bound * 1.05")"
 check "burst: scheduler's usage agrees with cpu.stat (${busage:-0} vs $b us, 2 %)" within "${busage:-0}" "$b" 2
 wait_until 15 sh -c "! grep -q . $(cg_path bu)/cgroup.procs"
 
