@@ -1,4 +1,4 @@
-# vm: --smp 4 --mem 2G --timeout 600
+# vm: --smp 4 --mem 2G --timeout 900
 # Hardening: 10,000 session/step cgroup create/destroy cycles under load
 # (spinners and a fork storm) with no error exit and bounded memory; the
 # managed parent removed while running; SIGINT, SIGTERM and SIGHUP in a
