@@ -37,25 +37,12 @@ struct memcg_bpf_ops___agentcg {
 	unsigned int (*get_high_delay_ms)(struct mem_cgroup *memcg);
 };
 
-/* The parts of struct mem_cgroup read here (CO-RE). */
-struct mem_cgroup___mops {
-	struct cgroup_subsys_state css;
-	struct page_counter memory;
-} __attribute__((preserve_access_index));
-
-struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 16384);
-	__type(key, u64);
-	__type(value, struct mem_pressure);
-} mem_pressure SEC(".maps");
-
 struct delay_curve curves[AGENTCG_NR_CLASSES];
 u64 nr_online, nr_offline, nr_delays;
 
 static u64 memcg_cgid(struct mem_cgroup *memcg)
 {
-	struct mem_cgroup___mops *m = (void *)memcg;
+	struct mem_cgroup___agentcg *m = (void *)memcg;
 
 	return BPF_CORE_READ(m, css.cgroup, kn, id);
 }
@@ -63,7 +50,7 @@ static u64 memcg_cgid(struct mem_cgroup *memcg)
 SEC("struct_ops/get_high_delay_ms")
 unsigned int BPF_PROG(agentcg_get_high_delay_ms, struct mem_cgroup *memcg)
 {
-	struct mem_cgroup___mops *m = (void *)memcg;
+	struct mem_cgroup___agentcg *m = (void *)memcg;
 	u64 cgid = memcg_cgid(memcg), usage, high;
 	struct mem_pressure *mp = bpf_map_lookup_elem(&mem_pressure, &cgid);
 	u32 class = mp && mp->class < AGENTCG_NR_CLASSES ? mp->class : 0;
@@ -83,7 +70,7 @@ unsigned int BPF_PROG(agentcg_get_high_delay_ms, struct mem_cgroup *memcg)
 
 static bool protected(struct mem_cgroup *memcg, bool min)
 {
-	struct mem_cgroup___mops *m = (void *)memcg;
+	struct mem_cgroup___agentcg *m = (void *)memcg;
 	u64 cgid = memcg_cgid(memcg), usage, budget;
 	struct mem_pressure *mp = bpf_map_lookup_elem(&mem_pressure, &cgid);
 

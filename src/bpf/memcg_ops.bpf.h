@@ -1,6 +1,8 @@
 /* SPDX-License-Identifier: GPL-2.0 */
 /*
- * The memory.high delay curve, shared by the memcg_ops object (which gives
+ * What the scheduler object and the memcg_ops object share: the
+ * mem_pressure map and the parts of struct mem_cgroup both read, and the
+ * memory.high delay curve, used by the memcg_ops object (which gives
  * the delays) and the scheduler object (whose agentcg_selftest_delay program
  * runs it on userspace's test inputs, so the BPF and Rust versions are
  * checked against each other in the VM even where memcg_ops cannot load).
@@ -8,6 +10,23 @@
  */
 #ifndef __AGENTCG_MEMCG_OPS_BPF_H
 #define __AGENTCG_MEMCG_OPS_BPF_H
+
+/* The parts of struct mem_cgroup read here (CO-RE: offsets from the kernel). */
+struct mem_cgroup___agentcg {
+	struct cgroup_subsys_state css;
+	struct page_counter memory;
+} __attribute__((preserve_access_index));
+
+/*
+ * Per-cgroup memory pressure by cgroup id: the scheduler object owns it,
+ * the memcg_ops object is handed the same map (reuse_fd) before loading.
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 16384);
+	__type(key, u64);
+	__type(value, struct mem_pressure);
+} mem_pressure SEC(".maps");
 
 static __always_inline u32 high_delay_ms(const struct delay_curve *c, u64 usage,
 					 u64 high, bool credit_ok)

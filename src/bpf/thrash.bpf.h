@@ -42,23 +42,9 @@ u64 nr_thrash_live;		/* cgroups with a score or pending stall */
 u64 nr_thrash_penalised;	/* cgroups penalised now */
 u64 thrash_stall_events;	/* stall intervals recorded (all hooks) */
 
-/* The parts of struct mem_cgroup read here (CO-RE: offsets from the kernel). */
-struct mem_cgroup___agentcg {
-	struct cgroup_subsys_state css;
-	struct page_counter memory;
-} __attribute__((preserve_access_index));
-
 enum cgroup_subsys_id___agentcg {
 	memory_cgrp_id___agentcg = 4,
 };
-
-/* Scores for the memcg_ops object (memcg_ops.bpf.c), by cgroup id. */
-struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 16384);
-	__type(key, u64);
-	__type(value, struct mem_pressure);
-} mem_pressure SEC(".maps");
 
 struct thr_task {
 	u64 high_at;		/* entered the outermost memory stall */
