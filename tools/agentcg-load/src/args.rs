@@ -26,6 +26,9 @@ Subcommands:
   memhog    [--mb M] [--threads N]                 N threads sweep over M MiB of memory,
                                                    writing every page, over and over
   cpustat   PATH...                                print usage_usec of cgroups as PATH=usec
+  cgchurn   [--cycles N] PREFIX...                 for i in 0..N, for each PREFIX: create the
+                                                   cgroup PREFIXi and remove it again (no
+                                                   process per step, unlike mkdir/rmdir in sh)
   rawreq    SOCKET JSON                            send one JSON line to a unix socket,
                                                    print the one-line reply as is
   help                                             this text
@@ -57,6 +60,7 @@ pub enum Cmd {
     Burst { on_ms: f64, off_ms: f64, threads: usize },
     Memhog { mb: usize, threads: usize },
     Cpustat { paths: Vec<String> },
+    Cgchurn { cycles: usize, prefixes: Vec<String> },
     RawReq { socket: String, request: String },
     /// Hidden: exit 0 at once (the child that forkstorm --exec spawns).
     Child,
@@ -108,9 +112,10 @@ pub fn parse(args: &[String]) -> Result<Opts, String> {
         "burst" => (&["on-ms", "off-ms", "threads"], &[]),
         "memhog" => (&["mb", "threads"], &[]),
         "cpustat" | "rawreq" => (&[], &[]),
+        "cgchurn" => (&["cycles"], &[]),
         _ => return Err(format!("unknown subcommand '{sub}'")),
     };
-    let workload = sub != "cpustat" && sub != "rawreq";
+    let workload = !matches!(sub, "cpustat" | "rawreq" | "cgchurn");
 
     let mut common = Common::default();
     let mut vals: Vec<(String, String)> = Vec::new();
@@ -221,6 +226,12 @@ pub fn parse(args: &[String]) -> Result<Opts, String> {
             }
             Cmd::Cpustat { paths: positional }
         }
+        "cgchurn" => {
+            if positional.is_empty() {
+                return Err("cgchurn: need at least one cgroup PREFIX".into());
+            }
+            Cmd::Cgchurn { cycles: count("cycles")?, prefixes: positional }
+        }
         "rawreq" => match <[String; 2]>::try_from(positional) {
             Ok([socket, request]) => Cmd::RawReq { socket, request },
             Err(_) => return Err("rawreq: need exactly SOCKET and JSON".into()),
@@ -304,6 +315,12 @@ mod tests {
             Cmd::Cpustat { paths: vec!["a".into(), "/sys/fs/cgroup/b".into()] }
         );
         assert!(p("cpustat").is_err());
+        assert_eq!(
+            p("cgchurn --cycles 5000 a/s a/b/bg").unwrap().cmd,
+            Cmd::Cgchurn { cycles: 5000, prefixes: vec!["a/s".into(), "a/b/bg".into()] }
+        );
+        assert!(p("cgchurn --cycles 5").is_err());
+        assert!(p("cgchurn --duration 1 a").is_err());
         assert!(p("cpustat --duration 1 a").is_err());
         assert_eq!(p(CHILD_CMD).unwrap().cmd, Cmd::Child);
         assert_eq!(p("help").unwrap().cmd, Cmd::Help);

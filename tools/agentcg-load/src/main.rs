@@ -320,6 +320,28 @@ fn memhog(c: &Common, mb: usize, threads: usize) -> Result<String, String> {
     Ok(format!("memhog mb={mb} threads={threads} sweeps={sweeps} duration_s={secs:.3}"))
 }
 
+/// Create and remove cgroups as fast as the kernel allows: one mkdir and
+/// one rmdir per prefix and cycle, from this one process.
+fn cgchurn(cycles: usize, prefixes: &[String]) -> Result<String, String> {
+    let start = Instant::now();
+    let dirs: Vec<PathBuf> = prefixes.iter().map(|p| cgroup_dir(p)).collect();
+    for i in 0..cycles {
+        for d in &dirs {
+            let mut name = d.clone().into_os_string();
+            name.push(i.to_string());
+            let path = PathBuf::from(name);
+            std::fs::create_dir(&path)
+                .and_then(|_| std::fs::remove_dir(&path))
+                .map_err(|e| format!("cycle {i}: {}: {e}", path.display()))?;
+        }
+    }
+    Ok(format!(
+        "cgchurn cycles={} duration_s={:.3}",
+        cycles * dirs.len(),
+        start.elapsed().as_secs_f64()
+    ))
+}
+
 fn cpustat(paths: &[String]) -> Result<String, String> {
     let mut line = String::from("cpustat");
     for p in paths {
@@ -360,6 +382,7 @@ fn run(o: Opts) -> Result<String, String> {
         Cmd::Burst { on_ms, off_ms, threads } => burst(c, on_ms, off_ms, threads),
         Cmd::Memhog { mb, threads } => memhog(c, mb, threads),
         Cmd::Cpustat { paths } => cpustat(&paths),
+        Cmd::Cgchurn { cycles, prefixes } => cgchurn(cycles, &prefixes),
         Cmd::RawReq { socket, request } => rawreq(&socket, &request),
         Cmd::Child | Cmd::Help => unreachable!(),
     }
@@ -406,6 +429,21 @@ mod tests {
     fn cgroup_paths() {
         assert_eq!(cgroup_dir("a/b"), PathBuf::from("/sys/fs/cgroup/a/b"));
         assert_eq!(cgroup_dir("/x/y"), PathBuf::from("/x/y"));
+    }
+
+    #[test]
+    fn cgchurn_creates_and_removes() {
+        let base = std::env::temp_dir().join(format!("agentcg-churn-{}", std::process::id()));
+        fs::create_dir_all(base.join("b")).unwrap();
+        let pre = |s: &str| base.join(s).to_string_lossy().into_owned();
+        let line = cgchurn(3, &[pre("s"), pre("b/x")]).unwrap();
+        assert!(line.starts_with("cgchurn cycles=6 "), "{line}");
+        assert_eq!(fs::read_dir(&base).unwrap().count(), 1, "only b/ is left");
+        assert_eq!(fs::read_dir(base.join("b")).unwrap().count(), 0);
+        // a missing parent is an error naming the path
+        let e = cgchurn(1, &[pre("nope/s")]).unwrap_err();
+        assert!(e.contains("nope/s0"), "{e}");
+        fs::remove_dir_all(&base).unwrap();
     }
 
     #[test]
