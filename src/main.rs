@@ -439,6 +439,7 @@ impl<'a> Scheduler<'a> {
         rodata.thrash_exit_permille = policy.thrash.exit_permille;
         rodata.thrash_weight_pct = policy.thrash.weight_pct;
         rodata.thrash_slice_pct = policy.thrash.slice_pct;
+        rodata.thrash_cpus_pct = policy.thrash.cpus_pct;
         rodata.nr_cpus = nr_cpus as u32;
         rodata.slice_ns = opts.slice_us * 1000;
         rodata.cgrp_slice_ns = opts.cgroup_slice_ns();

@@ -27,6 +27,7 @@
 //! [thrash]                  # thrash score (permille) of the CPU penalty
 //! enter_permille = 200      # penalised from this score on, 1 to 1000 (200)
 //! exit_permille = 50        # until it falls to this, 1 to enter - 1 (50)
+//! cpus_pct = 50             # penalised tasks run on this % of their CPUs, 1 to 100 (50)
 //!
 //! [escalation]              # --mem-escalation; pct: full avg10 of memory.pressure
 //! throttle_full_pct = 10.0  # above: throttled (10)
@@ -314,6 +315,7 @@ struct RawFile {
 struct RawThrash {
     enter_permille: Option<Spanned<i64>>,
     exit_permille: Option<Spanned<i64>>,
+    cpus_pct: Option<Spanned<i64>>,
 }
 
 #[derive(Deserialize)]
@@ -621,6 +623,7 @@ impl Policy {
             for (key, raw, lo, hi, slot) in [
                 ("enter_permille", &rt.enter_permille, 1, THRASH_MAX as i64, &mut thrash.enter_permille),
                 ("exit_permille", &rt.exit_permille, 1, THRASH_MAX as i64 - 1, &mut thrash.exit_permille),
+                ("cpus_pct", &rt.cpus_pct, 1, 100, &mut thrash.cpus_pct),
             ] {
                 let Some(v) = raw else { continue };
                 given.insert(key, line_of(text, v.span().start));
@@ -1168,7 +1171,7 @@ session = "batch_*"
         assert_eq!(p.thrash, ThrashParams { enter_permille: 300, ..ThrashParams::default() });
         assert_eq!(
             a.thrash_params(&p.thrash),
-            ThrashParams { enter_permille: 300, exit_permille: 50, weight_pct: 10, slice_pct: 100 }
+            ThrashParams { enter_permille: 300, exit_permille: 50, weight_pct: 10, slice_pct: 100, cpus_pct: 50 }
         );
         assert_eq!(
             p.escalation,
@@ -1246,7 +1249,11 @@ session = "batch_*"
         assert!(e.starts_with("p.toml:2:") && e.contains("use 1 to 999"), "{e}");
         let e = err("[thrash]\nenter_permille = 300\nweight_pct = 20\n");
         assert!(e.starts_with("p.toml:3:") && e.contains("weight_pct"), "{e}");
+        let e = err("[thrash]\ncpus_pct = 0\n");
+        assert!(e.starts_with("p.toml:2: [thrash]: cpus_pct = 0 is out of range: use 1 to 100"), "{e}");
         Policy::parse_str("[thrash]\n", "p.toml").unwrap();
+        let p = Policy::parse_str("[thrash]\ncpus_pct = 100\n", "p.toml").unwrap();
+        assert_eq!(p.thrash.cpus_pct, 100);
     }
 
     #[test]

@@ -206,6 +206,8 @@ pub struct Metrics {
     pub bandwidth: BTreeMap<String, BandwidthMetrics>,
     #[stat(desc = "Thrash penalties engaged over the interval")]
     pub thrash_penalties: u64,
+    #[stat(desc = "Tasks of penalised cgroups queued on their capped CPUs over the interval")]
+    pub thrash_capped: u64,
     #[stat(desc = "memcg BPF ops: loaded, unsupported (kernel lacks them) or off")]
     pub memcg_ops: String,
     #[stat(desc = "Cgroups that met memory pressure: thrash score and penalties")]
@@ -378,6 +380,7 @@ pub fn metrics_between(prev: &Snapshot, cur: &Snapshot) -> Metrics {
         .collect();
     Metrics {
         thrash_penalties: d(agentcg_stat_idx_STAT_THRASH_PENALTY),
+        thrash_capped: d(agentcg_stat_idx_STAT_THRASH_CAPPED),
         mem_escalation: cur
             .escalation
             .as_ref()

@@ -42,6 +42,9 @@ pub struct ThrashParams {
     pub weight_pct: u32,
     /// slice while penalised, percent of the normal slice
     pub slice_pct: u32,
+    /// CPUs a penalised cgroup's tasks may run on, percent of their CPUs
+    /// (100: no cap); global, the `[thrash]` table's `cpus_pct`
+    pub cpus_pct: u32,
 }
 
 impl Default for ThrashParams {
@@ -51,6 +54,7 @@ impl Default for ThrashParams {
             exit_permille: 50,
             weight_pct: 25,
             slice_pct: 50,
+            cpus_pct: 50,
         }
     }
 }
@@ -88,12 +92,13 @@ impl ThrashParams {
         for (key, v) in [
             ("weight_pct", self.weight_pct),
             ("slice_pct", self.slice_pct),
+            ("cpus_pct", self.cpus_pct),
         ] {
             if !(1..=100).contains(&v) {
-                let keys: &'static [&'static str] = if key == "weight_pct" {
-                    &["weight_pct"]
-                } else {
-                    &["slice_pct"]
+                let keys: &'static [&'static str] = match key {
+                    "weight_pct" => &["weight_pct"],
+                    "slice_pct" => &["slice_pct"],
+                    _ => &["cpus_pct"],
                 };
                 out.push((
                     keys,
@@ -168,6 +173,26 @@ pub fn penalised_slice(slice_ns: u64, p: &ThrashParams) -> u64 {
     (slice_ns.saturating_mul(p.slice_pct as u64) / 100).max(MIN_SLICE_NS)
 }
 
+/// How many of @n CPUs a penalised cgroup's tasks may use:
+/// `max(1, n * cpus_pct / 100)` (0 if @n is 0).
+pub fn penalty_cpus(n: u32, p: &ThrashParams) -> u32 {
+    if n == 0 {
+        return 0;
+    }
+    ((n as u64 * p.cpus_pct as u64 / 100) as u32).max(1)
+}
+
+/// The CPUs of @cpus (a task's CPUs) a penalised task may run on: the
+/// [`penalty_cpus`] highest-numbered ones, what `thrash_cap_mask()` in
+/// thrash.bpf.h leaves of a task's mask.
+pub fn penalty_cpu_set(cpus: &[u32], p: &ThrashParams) -> Vec<u32> {
+    let mut v = cpus.to_vec();
+    v.sort_unstable();
+    v.dedup();
+    let keep = penalty_cpus(v.len() as u32, p) as usize;
+    v.split_off(v.len() - keep)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -196,6 +221,7 @@ mod tests {
             exit_permille: 999,
             weight_pct: 100,
             slice_pct: 1,
+            cpus_pct: 100,
         };
         p.validate().unwrap();
         p.enter_permille = 0;
@@ -321,6 +347,24 @@ mod tests {
             ),
             (77, 3_000_000)
         );
+    }
+
+    #[test]
+    fn penalty_cpu_cap() {
+        let p = ThrashParams::default();
+        assert_eq!(penalty_cpus(4, &p), 2);
+        assert_eq!(penalty_cpus(3, &p), 1);
+        assert_eq!(penalty_cpus(1, &p), 1);
+        assert_eq!(penalty_cpus(0, &p), 0);
+        assert_eq!(penalty_cpu_set(&[0, 1, 2, 3], &p), vec![2, 3]);
+        assert_eq!(penalty_cpu_set(&[5, 1, 9], &p), vec![9]);
+        assert_eq!(penalty_cpu_set(&[], &p), Vec::<u32>::new());
+        let all = ThrashParams { cpus_pct: 100, ..p };
+        assert_eq!(penalty_cpu_set(&[0, 1, 2, 3], &all), vec![0, 1, 2, 3]);
+        let tiny = ThrashParams { cpus_pct: 1, ..p };
+        assert_eq!(penalty_cpu_set(&(0..64).collect::<Vec<_>>(), &tiny), vec![63]);
+        assert_eq!(penalty_cpus(256, &tiny), 2);
+        assert!(ThrashParams { cpus_pct: 0, ..p }.validate().unwrap_err().contains("cpus_pct = 0"));
     }
 
     #[test]

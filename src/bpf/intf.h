@@ -83,6 +83,7 @@ enum agentcg_stat_idx {
 	STAT_BOOST_DISPATCH,	/* task moved from a boost DSQ */
 	STAT_NO_CREDIT,		/* a boostable wakeup had no burst credit left */
 	STAT_THRASH_PENALTY,	/* a cgroup entered the thrash penalty */
+	STAT_THRASH_CAPPED,	/* a penalised task queued on its capped CPUs */
 	AGENTCG_NR_STATS,
 };
 
@@ -141,7 +142,10 @@ struct cgrp_ctx {
 
 	/* memory pressure (thrash.bpf.h) */
 	u64 thr_live;		/* has a score or stall: folded at charges */
-	u64 thr_stall_ns;	/* stall in the current window */
+	u64 thr_stall_ns;	/* stall in the current window (closed stalls) */
+	u64 thr_open;		/* tasks in a stall now (thrash_stall_open) */
+	u64 thr_open_late_ns;	/* sum of (open - window start) of stalls
+				   opened in the current window */
 	u64 thr_stall_total_ns;
 	u64 thr_window_at;	/* start of the current window */
 	u32 thr_score;		/* permille, EWMA over windows */

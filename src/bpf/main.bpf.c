@@ -65,6 +65,7 @@ const volatile u32 thrash_enter_permille = 200;
 const volatile u32 thrash_exit_permille = 50;
 const volatile u32 thrash_weight_pct = 25;	/* weight under penalty, % */
 const volatile u32 thrash_slice_pct = 50;	/* slice under penalty, % */
+const volatile u32 thrash_cpus_pct = 50;	/* CPUs penalised tasks may use, % */
 const volatile bool wake_preempt = true;
 const volatile bool herd_control = true;	/* off only for comparisons */
 /* cpu.max comes from ops.cgroup_set_bandwidth (else from userspace) */
@@ -554,37 +555,41 @@ struct {
 	__type(value, struct sweep_timer);
 } sweep_timers SEC(".maps");
 
-struct sweep_ctx {
-	u64 cgids[AGENTCG_SWEEP_BATCH];
-	u32 n;
-};
-
-static long sweep_cb(struct bpf_map *map, u64 *cgid, struct node_stash *st,
-		     struct sweep_ctx *ctx)
-{
-	u32 n = ctx->n;
-
-	if (scx_bpf_dsq_nr_queued(*cgid) <= 0)
-		return 0;
-	if (n >= AGENTCG_SWEEP_BATCH)
-		return 1;
-	ctx->cgids[n] = *cgid;
-	ctx->n = n + 1;
-	return 0;
-}
-
+/*
+ * Walk the cgroups themselves (css iterator under RCU): a few dozen on a
+ * usual machine. Walking node_stashes instead visits every bucket of a
+ * 64k-entry hash map, which cost milliseconds of softirq per sweep.
+ */
 static int sweep_timer_fn(void *map, u32 *key, struct sweep_timer *t)
 {
-	struct sweep_ctx ctx = {};
-	u32 i;
+	struct cgroup_subsys_state *pos;
+	u64 cgids[AGENTCG_SWEEP_BATCH];
+	struct cgroup *root;
+	u32 i, n = 0;
 
-	bpf_for_each_map_elem(&node_stashes, sweep_cb, &ctx, 0);
-	bpf_for(i, 0, AGENTCG_SWEEP_BATCH) {
-		if (i >= ctx.n)
+	root = bpf_cgroup_from_id(1);
+	if (!root)
+		goto out;
+	bpf_rcu_read_lock();
+	bpf_for_each(css, pos, &root->self, BPF_CGROUP_ITER_DESCENDANTS_PRE) {
+		u64 cgid = pos->cgroup->kn->id;
+
+		if (scx_bpf_dsq_nr_queued(cgid) <= 0)
+			continue;
+		if (n >= AGENTCG_SWEEP_BATCH)
 			break;
-		if (requeue_stranded(ctx.cgids[i]))
+		cgids[n & (AGENTCG_SWEEP_BATCH - 1)] = cgid;
+		n++;
+	}
+	bpf_rcu_read_unlock();
+	bpf_cgroup_release(root);
+	bpf_for(i, 0, AGENTCG_SWEEP_BATCH) {
+		if (i >= n)
+			break;
+		if (requeue_stranded(cgids[i]))
 			scx_bpf_kick_cpu(bpf_get_smp_processor_id(), 0);
 	}
+out:
 	bpf_timer_start(&t->timer, AGENTCG_SWEEP_MS * 1000000ULL, 0);
 	return 0;
 }
@@ -757,13 +762,33 @@ static bool task_domain_cpus(struct task_struct *p, struct cgrp_ctx *cgc,
 	return true;
 }
 
+/*
+ * The CPUs @p may be placed on now, in @tmp: its domain's (with cells), cut
+ * to the capped CPUs while its cgroup is penalised (@capped). Returns false
+ * if that is just p->cpus_ptr (no cells, not capped).
+ */
+static bool task_run_cpus(struct task_struct *p, struct cgrp_ctx *cgc,
+			  bool capped, struct bpf_cpumask *tmp)
+{
+	if (!tmp)
+		return false;
+	if (!task_domain_cpus(p, cgc, tmp)) {
+		if (!capped)
+			return false;
+		bpf_cpumask_copy(tmp, p->cpus_ptr);
+	}
+	if (capped)
+		thrash_cap_mask(tmp);
+	return true;
+}
+
 s32 BPF_STRUCT_OPS(agentcg_select_cpu, struct task_struct *p, s32 prev_cpu,
 		   u64 wake_flags)
 {
 	struct bpf_cpumask *tmp;
 	struct cgroup *cgrp;
 	struct cgrp_ctx *cgc;
-	bool is_idle = false;
+	bool is_idle = false, capped = false;
 	u64 slice = slice_ns;
 	s32 cpu = prev_cpu;
 
@@ -774,11 +799,12 @@ s32 BPF_STRUCT_OPS(agentcg_select_cpu, struct task_struct *p, s32 prev_cpu,
 	if (cgc) {
 		resolve_cgrp(cgrp, cgc);
 		slice = thrash_slice(cgrp, cgc, cgc->slice_ns ?: slice_ns);
+		capped = thrash_capped(cgrp);
 	}
 	bpf_cgroup_release(cgrp);
 
 	tmp = tmp_mask();
-	if (cgc && !is_pcpu_kthread(p) && task_domain_cpus(p, cgc, tmp)) {
+	if (cgc && !is_pcpu_kthread(p) && task_run_cpus(p, cgc, capped, tmp)) {
 		const struct cpumask *cpus = (const struct cpumask *)tmp;
 
 		if (bpf_cpumask_empty(cpus))
@@ -862,15 +888,19 @@ static bool task_restricted(struct task_struct *p, struct cgrp_ctx *cgc)
 	return m && !bpf_cpumask_subset(m, p->cpus_ptr);
 }
 
-/* Queue a restricted-affinity task on a CPU it may use (its domain's first). */
+/*
+ * Queue a task on the pinned DSQ of a CPU it may use: a restricted-affinity
+ * task (its domain's), or a task of a penalised cgroup (@capped: the capped
+ * CPUs, thrash.bpf.h).
+ */
 static void enqueue_pinned(struct task_struct *p, struct cgrp_ctx *cgc,
-			   u64 slice, u64 enq_flags)
+			   bool capped, u64 slice, u64 enq_flags)
 {
 	struct bpf_cpumask *tmp = tmp_mask();
 	const struct cpumask *cpus = p->cpus_ptr;
 	s32 cpu = scx_bpf_task_cpu(p);
 
-	if (task_domain_cpus(p, cgc, tmp) &&
+	if (task_run_cpus(p, cgc, capped, tmp) &&
 	    !bpf_cpumask_empty((const struct cpumask *)tmp))
 		cpus = (const struct cpumask *)tmp;
 	if (!bpf_cpumask_test_cpu(cpu, cpus))
@@ -915,8 +945,14 @@ void BPF_STRUCT_OPS(agentcg_enqueue, struct task_struct *p, u64 enq_flags)
 	slice = thrash_slice(cgrp, cgc, cgc->slice_ns ?: slice_ns);
 	cpuc = this_cpu_ctx();
 
+	if (thrash_capped(cgrp)) {
+		/* penalised: only on its capped CPUs, leaving the others free */
+		stat_inc(STAT_THRASH_CAPPED);
+		enqueue_pinned(p, cgc, true, slice, enq_flags);
+		goto out;
+	}
 	if (task_restricted(p, cgc)) {
-		enqueue_pinned(p, cgc, slice, enq_flags);
+		enqueue_pinned(p, cgc, false, slice, enq_flags);
 		goto out;
 	}
 

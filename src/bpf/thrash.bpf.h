@@ -17,7 +17,8 @@
  *
  * Score. A cgroup with stall becomes "live". When a task of its subtree is
  * charged (stop or tick) and at least AGENTCG_THRASH_WINDOW_NS passed since
- * the last fold, one CPU folds the window: sample = stall per elapsed time
+ * the last fold, one CPU folds the window (stall that ended in it, plus the
+ * part in it of stalls still open): sample = stall per elapsed time
  * in permille (capped at 1000), score = (3 * score + sample) / 4. These are
  * the integer formulas of src/thrash.rs (thrash_sample, thrash_fold,
  * penalty_next), which the unit tests check. A cgroup whose score decayed
@@ -28,8 +29,9 @@
  * thrash_exit_permille): a penalised cgroup's weight is scaled by its
  * profile's (or the default) weight percentage inside effective_weight(),
  * so the flattened hierarchy sees it at once; tasks at or below it get
- * shorter slices and no wakeup boost. --no-thrash-penalty keeps the score
- * (stats) and never penalises.
+ * shorter slices, no wakeup boost, and run only on thrash_cpus_pct of
+ * their CPUs (queued on those CPUs' pinned DSQs, see thrash_capped()).
+ * --no-thrash-penalty keeps the score (stats) and never penalises.
  *
  * Session activity is tracked here too: a cgroup's subtree going active or
  * idle (update_activity) is recorded with a debounce, so gaps shorter than
@@ -119,25 +121,72 @@ fallback:
 	return bpf_get_current_cgroup_id();
 }
 
-/* Record @ns of stall for cgroup @cgid. */
-static void thrash_add_stall(u64 cgid, u64 ns)
+/* @c's cgroup has stall to score: make it live (folded at charges). */
+static void thrash_make_live(struct cgrp_ctx *c, u64 now)
+{
+	if (!__sync_val_compare_and_swap(&c->thr_live, 0, 1)) {
+		c->thr_window_at = now;
+		__sync_fetch_and_add(&nr_thrash_live, 1);
+	}
+}
+
+/*
+ * A task of cgroup @cgid's pressure entered a stall at @at. Open stalls
+ * count at every fold, not only when they end: a task can sleep for up to
+ * two seconds in memory.high throttling, and counting that only at its end
+ * let the score decay meanwhile and the penalty flap.
+ */
+static void thrash_stall_open(u64 cgid, u64 at)
 {
 	struct cgroup *cgrp;
 	struct cgrp_ctx *c;
+	u64 win;
 
-	if (!cgid || !ns)
+	if (!cgid)
 		return;
 	cgrp = bpf_cgroup_from_id(cgid);
 	if (!cgrp)
 		return;
 	c = bpf_cgrp_storage_get(&cgrp_ctxs, cgrp, 0, 0);
 	if (c && cgrp->level) {
+		thrash_make_live(c, at);
+		win = c->thr_window_at;
+		if (at > win)
+			__sync_fetch_and_add(&c->thr_open_late_ns, at - win);
+		__sync_fetch_and_add(&c->thr_open, 1);
+	}
+	bpf_cgroup_release(cgrp);
+}
+
+/*
+ * The stall opened at @at ended at @now: what the folds have not counted
+ * yet (the part in the current window) goes to the window.
+ */
+static void thrash_stall_close(u64 cgid, u64 at, u64 now)
+{
+	struct cgroup *cgrp;
+	struct cgrp_ctx *c;
+	u64 win, ns;
+
+	if (!cgid || now <= at)
+		return;
+	cgrp = bpf_cgroup_from_id(cgid);
+	if (!cgrp)
+		return;
+	c = bpf_cgrp_storage_get(&cgrp_ctxs, cgrp, 0, 0);
+	if (c && cgrp->level) {
+		win = c->thr_window_at;
+		if (at > win) {
+			ns = now - at;
+			if (c->thr_open_late_ns >= at - win)
+				__sync_fetch_and_sub(&c->thr_open_late_ns, at - win);
+		} else {
+			ns = now > win ? now - win : 0;
+		}
+		if (c->thr_open)
+			__sync_fetch_and_sub(&c->thr_open, 1);
 		__sync_fetch_and_add(&c->thr_stall_ns, ns);
 		__sync_fetch_and_add(&c->thr_stall_total_ns, ns);
-		if (!__sync_val_compare_and_swap(&c->thr_live, 0, 1)) {
-			c->thr_window_at = bpf_ktime_get_ns();
-			__sync_fetch_and_add(&nr_thrash_live, 1);
-		}
 		__sync_fetch_and_add(&thrash_stall_events, 1);
 	}
 	bpf_cgroup_release(cgrp);
@@ -169,6 +218,7 @@ int BPF_PROG(agentcg_memstall_enter, unsigned long *flags)
 	if (tt) {
 		tt->high_cgid = pressure_cgid(NULL);
 		tt->high_at = bpf_ktime_get_ns();
+		thrash_stall_open(tt->high_cgid, tt->high_at);
 	}
 	return 0;
 }
@@ -187,7 +237,7 @@ int BPF_PROG(agentcg_memstall_leave, unsigned long *flags)
 		return 0;
 	at = tt->high_at;
 	tt->high_at = 0;
-	thrash_add_stall(tt->high_cgid, bpf_ktime_get_ns() - at);
+	thrash_stall_close(tt->high_cgid, at, bpf_ktime_get_ns());
 	return 0;
 }
 
@@ -201,6 +251,7 @@ int BPF_PROG(agentcg_reclaim_begin, gfp_t gfp, int order, struct mem_cgroup *mem
 		return 0;
 	tt->reclaim_cgid = pressure_cgid((struct cgroup_subsys_state *)memcg);
 	tt->reclaim_at = bpf_ktime_get_ns();
+	thrash_stall_open(tt->reclaim_cgid, tt->reclaim_at);
 	return 0;
 }
 
@@ -214,7 +265,7 @@ int BPF_PROG(agentcg_reclaim_end, unsigned long nr_reclaimed, struct mem_cgroup 
 		return 0;
 	at = tt->reclaim_at;
 	tt->reclaim_at = 0;
-	thrash_add_stall(tt->reclaim_cgid, bpf_ktime_get_ns() - at);
+	thrash_stall_close(tt->reclaim_cgid, at, bpf_ktime_get_ns());
 	return 0;
 }
 
@@ -232,6 +283,43 @@ static bool thrash_penalised(struct cgroup *cgrp)
 			return true;
 	}
 	return false;
+}
+
+/*
+ * Concurrency cap: tasks of a penalised cgroup run only on part of their
+ * CPUs, so a task of another cgroup that wakes while they are deep in
+ * reclaim (where the kernel does not preempt them at once) finds an idle
+ * CPU. Weight and slice alone cannot do that: with a hog thread on every
+ * CPU the waker waits whatever its weight.
+ */
+static bool thrash_capped(struct cgroup *cgrp)
+{
+	return thrash_cpus_pct < 100 && nr_thrash_penalised &&
+	       thrash_penalised(cgrp);
+}
+
+/*
+ * Cut @m to the CPUs a penalised task may use: its highest-numbered
+ * max(1, n * thrash_cpus_pct / 100) CPUs (penalty_cpu_set() in
+ * src/thrash.rs; low CPUs tend to carry the housekeeping).
+ */
+static void thrash_cap_mask(struct bpf_cpumask *m)
+{
+	u32 n = bpf_cpumask_weight((const struct cpumask *)m);
+	u32 keep = n * thrash_cpus_pct / 100, seen = 0;
+	s32 i, cpu;
+
+	if (!keep)
+		keep = 1;
+	bpf_for(i, 0, nr_cpus) {
+		cpu = nr_cpus - 1 - i;
+		if (!bpf_cpumask_test_cpu(cpu, (const struct cpumask *)m))
+			continue;
+		if (seen < keep)
+			seen++;
+		else
+			bpf_cpumask_clear_cpu(cpu, m);
+	}
 }
 
 /* The task slice of @cgrp's tasks, shortened while it is penalised. */
@@ -255,9 +343,16 @@ static void thrash_fold_window(struct cgroup *cgrp, u32 level, struct cgrp_ctx *
 {
 	struct mem_pressure *mp;
 	struct cgroup *anc;
-	u64 stall = __sync_lock_test_and_set(&c->thr_stall_ns, 0);
-	u32 score = thrash_fold(c->thr_score, thrash_sample(stall, elapsed));
+	u64 late = __sync_lock_test_and_set(&c->thr_open_late_ns, 0);
+	u64 open_ns = c->thr_open * elapsed, stall;
+	u32 score;
 	bool was = c->thr_penalised, pen;
+
+	/* stalls still open count from the window start or their own */
+	open_ns = open_ns > late ? open_ns - late : 0;
+	__sync_fetch_and_add(&c->thr_stall_total_ns, open_ns);
+	stall = __sync_lock_test_and_set(&c->thr_stall_ns, 0) + open_ns;
+	score = thrash_fold(c->thr_score, thrash_sample(stall, elapsed));
 
 	c->thr_score = score;
 	if (score > c->thr_peak_score)
@@ -292,7 +387,7 @@ static void thrash_fold_window(struct cgroup *cgrp, u32 level, struct cgrp_ctx *
 		mp->penalised = pen;
 		mp->credit_ok = c->credit_ns > 0;
 	}
-	if (!score && !stall && !pen &&
+	if (!score && !stall && !pen && !c->thr_open &&
 	    __sync_val_compare_and_swap(&c->thr_live, 1, 0) == 1)
 		__sync_fetch_and_sub(&nr_thrash_live, 1);
 }

@@ -4,7 +4,8 @@
 # rising thrash score and the penalty engages (stats), and only there;
 # --no-thrash-penalty scores but never penalises. The p99 wakeup latency of
 # a probe in another session is measured with and without the penalty,
-# rounds alternated, and reported (see the note at the end).
+# rounds alternated: with the penalty (the hog then runs on half of the
+# CPUs) it must be lower.
 . /lib/agentcg/lib.sh
 . /lib/agentcg/measure.sh
 
@@ -52,9 +53,17 @@ for r in 1 2; do
     check "round $r: --no-thrash-penalty still scores (${s:-0} >= 200) but never penalises (${e:-0})" \
         sh -c "[ ${s:-0} -ge 200 ] && [ ${e:-0} -eq 0 ]"
 done
-# Reported, not asserted: in this VM the probe's p99 is about the same
-# either way (weight and slice penalties do not keep a reclaiming hog off
-# the CPUs the probe wakes on); the issue's latency goal is not met yet.
-log "probe p99 (us): penalty on$ons; --no-thrash-penalty$offs"
+# The penalty keeps the hog on cpus_pct (50 %) of the CPUs, so the probe
+# wakes on a free one; without it the hog's threads hold every CPU deep in
+# reclaim, where they are not preempted at once, and the probe waits
+# (p99 about 7 vs 13 ms in this VM). Compared on the mean of the rounds'
+# p99, with 15 % of margin for the noise of one TCG run.
+on_mean=$(echo $ons | awk '{ for (i = 1; i <= NF; i++) s += $i; print s / NF }')
+off_mean=$(echo $offs | awk '{ for (i = 1; i <= NF; i++) s += $i; print s / NF }')
+log "probe p99 (us): penalty on$ons (mean $on_mean); --no-thrash-penalty$offs (mean $off_mean)"
+check_le "the penalty lowers the probe's p99 wakeup latency (mean $on_mean us <= 85 % of $off_mean us)" \
+    "$on_mean" "$(calc "$off_mean * 0.85")"
+check "the penalised hog ran capped to its CPUs (thrash_capped > 0)" \
+    sh -c "grep -q '\"thrash_capped\":[1-9]' /tmp/thr_on_1.json && grep -q '\"thrash_capped\":[1-9]' /tmp/thr_on_2.json"
 check "no sched_ext errors in dmesg" ! dmesg_sched_errors
 finish
