@@ -131,64 +131,49 @@ static void thrash_make_live(struct cgrp_ctx *c, u64 now)
 }
 
 /*
- * A task of cgroup @cgid's pressure entered a stall at @at. Open stalls
- * count at every fold, not only when they end: a task can sleep for up to
- * two seconds in memory.high throttling, and counting that only at its end
- * let the score decay meanwhile and the penalty flap.
+ * A task of cgroup @cgid's pressure entered a stall at @at (@now == 0) or
+ * left the stall it entered at @at (at @now). Open stalls count at every
+ * fold, not only when they end: a task can sleep for up to two seconds in
+ * memory.high throttling, and counting that only at its end let the score
+ * decay meanwhile and the penalty flap. When a stall ends, what the folds
+ * have not counted yet (its part in the current window) goes to the window.
  */
-static void thrash_stall_open(u64 cgid, u64 at)
-{
-	struct cgroup *cgrp;
-	struct cgrp_ctx *c;
-	u64 win;
-
-	if (!cgid)
-		return;
-	cgrp = bpf_cgroup_from_id(cgid);
-	if (!cgrp)
-		return;
-	c = bpf_cgrp_storage_get(&cgrp_ctxs, cgrp, 0, 0);
-	if (c && cgrp->level) {
-		thrash_make_live(c, at);
-		win = c->thr_window_at;
-		if (at > win)
-			__sync_fetch_and_add(&c->thr_open_late_ns, at - win);
-		__sync_fetch_and_add(&c->thr_open, 1);
-	}
-	bpf_cgroup_release(cgrp);
-}
-
-/*
- * The stall opened at @at ended at @now: what the folds have not counted
- * yet (the part in the current window) goes to the window.
- */
-static void thrash_stall_close(u64 cgid, u64 at, u64 now)
+static void thrash_stall(u64 cgid, u64 at, u64 now)
 {
 	struct cgroup *cgrp;
 	struct cgrp_ctx *c;
 	u64 win, ns;
 
-	if (!cgid || now <= at)
+	if (!cgid || (now && now <= at))
 		return;
 	cgrp = bpf_cgroup_from_id(cgid);
 	if (!cgrp)
 		return;
 	c = bpf_cgrp_storage_get(&cgrp_ctxs, cgrp, 0, 0);
-	if (c && cgrp->level) {
+	if (!c || !cgrp->level)
+		goto out;
+	if (!now) {
+		thrash_make_live(c, at);
 		win = c->thr_window_at;
-		if (at > win) {
-			ns = now - at;
-			if (c->thr_open_late_ns >= at - win)
-				__sync_fetch_and_sub(&c->thr_open_late_ns, at - win);
-		} else {
-			ns = now > win ? now - win : 0;
-		}
-		if (c->thr_open)
-			__sync_fetch_and_sub(&c->thr_open, 1);
-		__sync_fetch_and_add(&c->thr_stall_ns, ns);
-		__sync_fetch_and_add(&c->thr_stall_total_ns, ns);
-		__sync_fetch_and_add(&thrash_stall_events, 1);
+		if (at > win)
+			__sync_fetch_and_add(&c->thr_open_late_ns, at - win);
+		__sync_fetch_and_add(&c->thr_open, 1);
+		goto out;
 	}
+	win = c->thr_window_at;
+	if (at > win) {
+		ns = now - at;
+		if (c->thr_open_late_ns >= at - win)
+			__sync_fetch_and_sub(&c->thr_open_late_ns, at - win);
+	} else {
+		ns = now > win ? now - win : 0;
+	}
+	if (c->thr_open)
+		__sync_fetch_and_sub(&c->thr_open, 1);
+	__sync_fetch_and_add(&c->thr_stall_ns, ns);
+	__sync_fetch_and_add(&c->thr_stall_total_ns, ns);
+	__sync_fetch_and_add(&thrash_stall_events, 1);
+out:
 	bpf_cgroup_release(cgrp);
 }
 
@@ -218,7 +203,7 @@ int BPF_PROG(agentcg_memstall_enter, unsigned long *flags)
 	if (tt) {
 		tt->high_cgid = pressure_cgid(NULL);
 		tt->high_at = bpf_ktime_get_ns();
-		thrash_stall_open(tt->high_cgid, tt->high_at);
+		thrash_stall(tt->high_cgid, tt->high_at, 0);
 	}
 	return 0;
 }
@@ -237,7 +222,7 @@ int BPF_PROG(agentcg_memstall_leave, unsigned long *flags)
 		return 0;
 	at = tt->high_at;
 	tt->high_at = 0;
-	thrash_stall_close(tt->high_cgid, at, bpf_ktime_get_ns());
+	thrash_stall(tt->high_cgid, at, bpf_ktime_get_ns());
 	return 0;
 }
 
@@ -251,7 +236,7 @@ int BPF_PROG(agentcg_reclaim_begin, gfp_t gfp, int order, struct mem_cgroup *mem
 		return 0;
 	tt->reclaim_cgid = pressure_cgid((struct cgroup_subsys_state *)memcg);
 	tt->reclaim_at = bpf_ktime_get_ns();
-	thrash_stall_open(tt->reclaim_cgid, tt->reclaim_at);
+	thrash_stall(tt->reclaim_cgid, tt->reclaim_at, 0);
 	return 0;
 }
 
@@ -265,7 +250,7 @@ int BPF_PROG(agentcg_reclaim_end, unsigned long nr_reclaimed, struct mem_cgroup 
 		return 0;
 	at = tt->reclaim_at;
 	tt->reclaim_at = 0;
-	thrash_stall_close(tt->reclaim_cgid, at, bpf_ktime_get_ns());
+	thrash_stall(tt->reclaim_cgid, at, bpf_ktime_get_ns());
 	return 0;
 }
 
