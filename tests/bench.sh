@@ -62,7 +62,7 @@ fi
     echo
     echo "Same VM configuration, a second boot: $REPS repetitions, arms interleaved within each repetition, ${BENCH_ARMS_WINDOW:-6} s windows; median (min to max)."
     echo "scx_flatcg is built from the booted kernel's own tools/sched_ext (linux-source), scx_bpfland is the published crate (cargo install)."
-    { grep '^ARM-MISSING' target/bench/arms.log || true; } | awk '{ print "- " $2 ": could not be built, not measured" }'
+    { tr -d '\r' < target/bench/arms.log | grep '^ARM-MISSING' || true; } | awk '{ print "- " $2 ": could not be built, not measured" }'
     for c in flat nested hackbench cyclictest_p99_us cpumax20; do
         case $c in
             flat) t="weights 100/200/300, 4 spinners each: max share deviation (points)" ;;
@@ -75,7 +75,7 @@ fi
         echo "| $t | median | min | max |"
         echo "| --- | --- | --- | --- |"
         for a in cfs flatcg bpfland agentcg; do
-            grep "^ARM-RESULT $a [0-9]* $c " target/bench/arms.log | awk '{ print $5 }' | sort -n | awk -v a=$a '
+            tr -d '\r' < target/bench/arms.log | grep "^ARM-RESULT $a [0-9]* $c " | awk '{ print $5 }' | sort -n | awk -v a=$a '
                 { v[NR] = $1 } END { if (NR) printf "| %s | %s | %s | %s |\n", a, v[int((NR + 1) / 2)], v[1], v[NR] }'
         done
     done
