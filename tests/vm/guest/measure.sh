@@ -60,13 +60,15 @@ step_field() {
     sed -n "s|.*\"steps\":{.*\"$2\":{[^}]*\"$3\":\"\{0,1\}\([^,\"}]*\).*|\1|p" "$1"
 }
 
-# cg_cpus_seen CG SECS: the CPUs CG's threads were seen on while sampling
-# /proc every 0.1 s for SECS seconds, as a sorted space-separated list.
+# cg_cpus_seen CG SECS: the CPUs CG's running threads (state R) were seen
+# on while sampling /proc every 0.1 s for SECS seconds, as a sorted
+# space-separated list. A sleeping thread's "last CPU" may date from before
+# a layout change (or from before it joined CG), so it does not count.
 cg_cpus_seen() {
     _end=$(calc "$(cut -d' ' -f1 /proc/uptime) + $2")
     while fle "$(cut -d' ' -f1 /proc/uptime)" "$_end"; do
         for _t in $(cat "$(cg_path "$1")/cgroup.threads" 2>/dev/null); do
-            awk '{ print $39 }' "/proc/$_t/stat" 2>/dev/null
+            awk '$3 == "R" { print $39 }' "/proc/$_t/stat" 2>/dev/null
         done
         sleep 0.1
     done | sort -n | uniq | tr '\n' ' ' | sed 's/ $//'
