@@ -1214,27 +1214,6 @@ void BPF_STRUCT_OPS(agentcg_running, struct task_struct *p)
  * every tick, so a task that keeps its CPU (nothing else to run) is still
  * charged as it goes.
  */
-/*
- * What this CPU runs of the cgroup it serves is charged to cvtime, so it
- * leaves the reservation: the key counts each CPU's slice once, the used
- * part in cvtime and the rest as reserved. (Keeping the whole reservation
- * until the slice ended counted the used part twice, against the cgroups
- * that several CPUs serve at once: 300/200/100 got 48.9/33.6/17.5 %.)
- */
-static void consume_reservation(struct cgrp_ctx *cgc, u64 used)
-{
-	struct cpu_ctx *cpuc = this_cpu_ctx();
-	u64 vt;
-
-	if (!cpuc || cpuc->cur_cgid != cgc->cgid || !cpuc->cur_reserved)
-		return;
-	vt = scale_by_hweight(used, cgc->hweight_own);
-	if (vt > cpuc->cur_reserved)
-		vt = cpuc->cur_reserved;
-	cpuc->cur_reserved -= vt;
-	__sync_fetch_and_sub(&cgc->reserved, vt);
-}
-
 static void charge_task(struct task_struct *p)
 {
 	struct task_ctx *tctx;
@@ -1259,7 +1238,6 @@ static void charge_task(struct task_struct *p)
 	cgc = cgrp_ctx_of(cgrp);
 	if (cgc) {
 		charge(cgrp, cgc, used);
-		consume_reservation(cgc, used);
 		if (tctx->boosted) {
 			/* boosted runs spend the step's burst credit */
 			__sync_fetch_and_sub(&cgc->credit_ns, (s64)used);
