@@ -14,7 +14,11 @@
  * and mostly free while none is throttled (nr_bw_throttled):
  * - the picker parks the tree node of a cgroup with a throttled ancestor
  *   (or self) in a separate "parked" tree; the refill timer asks dispatch
- *   to move parked nodes back (bw_unpark_pending);
+ *   to move parked nodes back (bw_unpark_pending). A picker that parks
+ *   a node just as the refill's unpark ran re-checks after parking, and
+ *   the sweep timer unparks whatever is parked every 20 ms besides, so a
+ *   late-parked cgroup cannot sit there with nothing left to unthrottle
+ *   it (its tasks would never run again);
  * - a CPU stops serving its current cgroup once it is throttled;
  * - the idle fast path and the keep-the-last-task path step aside;
  * - restricted-affinity tasks of throttled cgroups are stepped over in the
@@ -43,6 +47,7 @@
 u64 nr_bw_cgroups;	/* cgroups with a quota */
 u64 nr_bw_throttled;	/* cgroups throttled now */
 u64 bw_unpark_pending;	/* a refill unthrottled something: unpark */
+u64 nr_bw_parked;	/* nodes in the parked tree */
 
 struct bw_timer {
 	struct bpf_timer timer;

@@ -590,6 +590,11 @@ static int sweep_timer_fn(void *map, u32 *key, struct sweep_timer *t)
 			scx_bpf_kick_cpu(bpf_get_smp_processor_id(), 0);
 	}
 out:
+	/* cpu.max: nothing stays parked past a refill it missed (unpark()) */
+	if (nr_bw_parked && !bw_unpark_pending) {
+		bw_unpark_pending = 1;
+		scx_bpf_kick_cpu(bpf_get_smp_processor_id(), 0);
+	}
 	bpf_timer_start(&t->timer, AGENTCG_SWEEP_MS * 1000000ULL, 0);
 	return 0;
 }
@@ -688,6 +693,14 @@ static bool pick_from_tree(struct cpu_ctx *cpuc, u64 now)
 			bpf_spin_lock(&tree_lock);
 			bpf_rbtree_add(&parked, &node->rb, node_less);
 			bpf_spin_unlock(&tree_lock);
+			/*
+			 * The refill may have unthrottled it since the check
+			 * above and its unpark run missed the node. The add
+			 * (a full barrier) orders the re-check after the park.
+			 */
+			__sync_fetch_and_add(&nr_bw_parked, 1);
+			if (!bw_throttled(cgrp))
+				bw_unpark_pending = 1;
 			bpf_cgroup_release(cgrp);
 			continue;
 		}
@@ -1045,6 +1058,7 @@ static void unpark(void)
 		bpf_spin_unlock(&tree_lock);
 		if (!rb)
 			return;
+		__sync_fetch_and_sub(&nr_bw_parked, 1);
 		node = container_of(rb, struct cgrp_node, rb);
 		cgrp = bpf_cgroup_from_id(node->cgid);
 		if (!cgrp) {

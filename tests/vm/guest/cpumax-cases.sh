@@ -54,10 +54,18 @@ spin_in nb 4 400
 # used in any one period (max_period_usec, from its own charges, which are
 # the kernel's sum_exec_runtime), so the check does not depend on when this
 # shell wakes up. The kernel's cpu.stat cross-checks the scheduler's total.
+# The refill timer starts when the limit is set, so periods begin at
+# tset + k s; the spinners start early in a period (phase 0.05-0.6 s), else
+# a start late in a period splits the 200 ms between two periods (seen on a
+# slow host: 169 ms in one period, the rest in the next).
 cg_new bu 100 > /dev/null || failed "burst setup"
+tset=$(cut -d' ' -f1 /proc/uptime)
 cg_max bu "100000 1000000" 100000 || failed "burst limits"
 sleep 3.5
+ph=$(awk -v t="$(cut -d' ' -f1 /proc/uptime)" -v s="$tset" 'BEGIN { d = t - s; print d - int(d) }')
+if fge "$ph" 0.6; then sleep "$(calc "1.05 - $ph")"; fi
 a=$(cg_usage_us bu); t0=$(cut -d' ' -f1 /proc/uptime)
+log "burst: spinners start $(calc "$t0 - $tset") s after the limit was set"
 agentcg-load spin --cgroup bu --threads 4 --duration 3.2 > /dev/null
 b=$(cg_usage_us bu); t1=$(cut -d' ' -f1 /proc/uptime)
 sleep 1.2   # the period the spinners ended in finishes
@@ -106,17 +114,23 @@ u=$(cg_cpu_pct 2 rc); check "change: max lifts the limit ($u % > 150 %)" fge "$u
 wait_until 15 sh -c "! grep -q . $(cg_path rc)/cgroup.procs"
 
 # moving a task: a spinner moves from an unlimited cgroup into a 20 % one
-# (limited within a period) and back out (unlimited again)
+# (limited within a period) and back out (unlimited again: as much as it
+# had before the move, beside the same neighbour; in this VM a lone spinner
+# next to a busy neighbour reads 75-85 % of a CPU, under CFS as well)
 cg_new mvfree 100 > /dev/null && cg_new mvlim 100 > /dev/null && cg_max mvlim "20000 100000" \
     || failed "move setup"
 sleep 0.3
-agentcg-load spin --cgroup mvfree --threads 1 --duration 9 > /dev/null &
+agentcg-load spin --cgroup mvfree --threads 1 --duration 11 > /dev/null &
 mvpid=$!
-sleep 1.5
+sleep 1
+u0=$(cg_cpu_pct 2 mvfree); log "move: the spinner before the move: $u0 % of a CPU"
 echo $mvpid > "$(cg_path mvlim)/cgroup.procs"; sleep 0.2
 u=$(cg_cpu_pct 2 mvlim); check "move into a 20 % cgroup: limited ($u %)" within "$u" 20 10
 echo $mvpid > "$(cg_path mvfree)/cgroup.procs"; sleep 0.2
-u=$(cg_cpu_pct 2 mvfree); check "move back out: unlimited again ($u % >= 80 %)" fge "$u" 80
+u=$(cg_cpu_pct 2 mvfree)
+check "move back out: unlimited again ($u % >= 90 % of its $u0 % before the move)" \
+    fge "$u" "$(calc "$u0 * 0.9")"
+check "move back out: not limited (>= 50 %, the limit was 20 %)" fge "$u" 50
 wait $mvpid
 
 # odd but valid values: a long period, and a tiny quota with a fork storm
