@@ -200,7 +200,8 @@ static struct bpf_rb_node *domain_pop(u32 d)
  * its domains; with borrowing, else another cell's head. *@lent is set when
  * the node belongs to another cell.
  */
-static struct bpf_rb_node *pop_for_cpu(struct cpu_ctx *cpuc, bool *lent)
+static struct bpf_rb_node *pop_for_cpu(struct cpu_ctx *cpuc, bool no_borrow,
+				       bool *lent)
 {
 	struct bpf_rb_node *rb;
 	u64 key, best_key = 0;
@@ -231,7 +232,7 @@ static struct bpf_rb_node *pop_for_cpu(struct cpu_ctx *cpuc, bool *lent)
 		if (rb)
 			return rb;
 	}
-	if (!borrowing)
+	if (!borrowing || no_borrow)
 		return NULL;
 
 	/* borrow: another cell's whole-cell domain, round robin from a random cell */

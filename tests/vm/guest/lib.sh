@@ -80,6 +80,13 @@ finish() {
         if [ -s "$SCHED_LOG" ]; then
             echo "--- last lines of $SCHED_LOG ---"; tail -n 40 "$SCHED_LOG"
         fi
+        if grep -q "DEBUG DUMP" "$SCHED_LOG" 2>/dev/null; then
+            echo "--- start of the scheduler's exit dump ---"
+            sed -n '/DEBUG DUMP/,$p' "$SCHED_LOG" | head -n 40
+        fi
+        # an RCU stall report names the blocked tasks or the starved kthread
+        echo "--- RCU and hung-task reports in dmesg ---"
+        dmesg | grep -E "rcu:|starved|blocked for more than" | head -n 20
         echo "--- last dmesg lines ---"; dmesg | tail -n 30
     fi
     echo "RESULT: $N_PASS passed, $N_FAIL failed"
