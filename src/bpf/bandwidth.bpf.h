@@ -24,7 +24,8 @@
  * - restricted-affinity tasks of throttled cgroups are stepped over in the
  *   per-CPU pinned DSQs and their CPUs kicked at the refill;
  * - running() clips a task's slice to the smallest remaining budget on its
- *   path, and tick() ends the slice of a task whose cgroup got throttled.
+ *   path, and tick() ends the slice of a task whose cgroup got throttled,
+ *   except inside a migrate_disable() section (bw_may_stop()).
  *
  * Worst-case overrun in one period: running() clips each slice to the
  * budget left divided by the number of CPUs (at least
@@ -106,6 +107,20 @@ static bool task_bw_throttled(struct task_struct *p)
 	ret = bw_throttled(cgrp);
 	bpf_cgroup_release(cgrp);
 	return ret;
+}
+
+/*
+ * May cpu.max take the CPU from running task @p? Not while it exits (it
+ * frees what it holds), and not inside a migrate_disable() section: the
+ * kernel puts such a task straight back on its CPU's local DSQ without
+ * ops.enqueue, so running() would stop it again at once, for ever. That
+ * livelocked our own init_task, preempted in fork with the RCU read lock
+ * held, until sched_ext aborted on the RCU stall. The section is short;
+ * what it runs over the budget is paid back as debt.
+ */
+static bool bw_may_stop(struct task_struct *p)
+{
+	return !(p->flags & PF_EXITING) && !is_migration_disabled(p);
 }
 
 /* Smallest budget left on @cgrp's path, BW_NO_LIMIT if nothing is limited. */

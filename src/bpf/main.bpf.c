@@ -1233,9 +1233,10 @@ void BPF_STRUCT_OPS(agentcg_running, struct task_struct *p)
 
 		/*
 		 * Queued on this CPU before its cgroup got throttled: give the
-		 * CPU up at once instead of running to the next tick.
+		 * CPU up at once instead of running to the next tick. Not a
+		 * task inside a migrate_disable() section (bw_may_stop()).
 		 */
-		if (rem <= 0 && !(p->flags & PF_EXITING) && bw_throttled(cgrp)) {
+		if (rem <= 0 && bw_may_stop(p) && bw_throttled(cgrp)) {
 			p->scx.slice = 0;
 			scx_bpf_kick_cpu(bpf_get_smp_processor_id(), SCX_KICK_PREEMPT);
 		} else {
@@ -1309,7 +1310,7 @@ void BPF_STRUCT_OPS(agentcg_tick, struct task_struct *p)
 			p->scx.slice = 0;
 	}
 	/* cpu.max: a task whose cgroup ran out of budget stops now */
-	if (!(p->flags & PF_EXITING) && task_bw_throttled(p))
+	if (bw_may_stop(p) && task_bw_throttled(p))
 		p->scx.slice = 0;
 }
 
