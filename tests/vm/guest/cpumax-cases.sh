@@ -75,7 +75,6 @@ case $SCHED_FLAGS in
     check "forks under a throttled parent: scheduler still running" sched_alive
     ;;
 esac
-spin_in nb 4 400
 
 # burst: quota 100 ms per 1 s with 100 ms of burst. After several idle
 # periods the budget is quota + burst (200 ms); busy spinners may spend it
@@ -87,6 +86,11 @@ spin_in nb 4 400
 # tset + k s; the spinners start early in a period (phase 0.05-0.6 s), else
 # a start late in a period splits the 200 ms between two periods (seen on a
 # slow host: 169 ms in one period, the rest in the next).
+# Two spinners, the neighbour paused: with four busy vCPUs on a 2-core host
+# a vCPU the host descheduled still accrues guest run time, which read as
+# 233 ms in one period in a fresh-clone run (4 spinners beside the
+# neighbour); two busy vCPUs fit the host. The overrun bound shrinks with
+# them (one tick per CPU running the cgroup: 2 * 4 ms).
 cg_new bu 100 > /dev/null || failed "burst setup"
 tset=$(cut -d' ' -f1 /proc/uptime)
 cg_max bu "100000 1000000" 100000 || failed "burst limits"
@@ -95,7 +99,7 @@ ph=$(awk -v t="$(cut -d' ' -f1 /proc/uptime)" -v s="$tset" 'BEGIN { d = t - s; p
 if fge "$ph" 0.6; then sleep "$(calc "1.05 - $ph")"; fi
 a=$(cg_usage_us bu); t0=$(cut -d' ' -f1 /proc/uptime)
 log "burst: spinners start $(calc "$t0 - $tset") s after the limit was set"
-agentcg-load spin --cgroup bu --threads 4 --duration 3.2 > /dev/null
+agentcg-load spin --cgroup bu --threads 2 --duration 3.2 > /dev/null
 b=$(cg_usage_us bu); t1=$(cut -d' ' -f1 /proc/uptime)
 sleep 1.2   # the period the spinners ended in finishes
 agentcg-load rawreq /var/run/scx/root/stats '{"req":"stats","args":{"target":"top"}}' > /tmp/bu.json
@@ -107,17 +111,17 @@ check "burst: the burst was used ($bmax ms >= 180 in one period)" fge "$bmax" 18
 # the design's worst-case overrun is one 4 ms tick per CPU (bandwidth.bpf.h),
 # assuming ticks on time; under TCG a vCPU the host descheduled still
 # accrues run time, so both bounds get the 5 % measurement tolerance every
-# other cpu.max check here has (runs on an idle host stay within the bare
-# bounds: 204-210 ms and 543 ms)
-check "burst: never more than quota + burst + overrun bound ($bmax ms <= 216 + 5 %)" fle "$bmax" 226.8
+# other cpu.max check here has
+check "burst: never more than quota + burst + overrun bound ($bmax ms <= 208 + 5 %)" fle "$bmax" 218.4
 # over the time the spinners really ran (3.2 s, more if the tool's own main
 # thread, throttled with them, wakes late to stop them): the 200 ms budget,
 # one 100 ms refill per period boundary in that window, and the overrun bound
 win=$(calc "$t1 - $t0"); refills=$(awk -v w="$win" 'BEGIN { print int(w) + 1 }')
-bound=$((200 + refills * 100 + 16))
+bound=$((200 + refills * 100 + 8))
 check "burst: total over the run bounded ($used ms in $win s <= $bound + 5 %)" fle "$used" "$(calc "$bound * 1.05")"
 check "burst: scheduler's usage agrees with cpu.stat (${busage:-0} vs $b us, 2 %)" within "${busage:-0}" "$b" 2
 wait_until 15 sh -c "! grep -q . $(cg_path bu)/cgroup.procs"
+spin_in nb 4 400
 
 # restricted affinity: spinners pinned to CPUs 1-2 (taskset) in a 20 %
 # cgroup, beside the busy neighbour: they queue per CPU, and are throttled
