@@ -36,7 +36,9 @@
  * Restricted affinity: per-CPU kthreads go straight to their CPU's local
  * DSQ. Other tasks that cannot run everywhere go to a per-CPU "pinned" DSQ
  * of a CPU they may use; each CPU alternates between its pinned DSQ and the
- * tree, so neither side can starve the other. Nothing is left in a DSQ
+ * tree, so neither side can starve the other. A waking pinned task whose
+ * cgroup is ahead of the one its CPU serves preempts that CPU, which then
+ * looks at its pinned DSQ first. Nothing is left in a DSQ
  * without a CPU that will look at it: sched_ext inserts tasks dispatched
  * from ops.enqueue() only after it returns, so a cgroup can race out of the
  * tree while its task is landing; an enqueue sequence check, a re-check by
@@ -848,31 +850,48 @@ s32 BPF_STRUCT_OPS(agentcg_select_cpu, struct task_struct *p, s32 prev_cpu,
 	return cpu;
 }
 
+/* May the waking @p (tree key @key) preempt what @cpu serves? */
+static bool wake_victim_ok(struct task_struct *p, struct cpu_ctx *cpuc, s32 cpu,
+			   u64 key, u32 domain)
+{
+	if (!cpuc || !cpuc->cur_cgid || !bpf_cpumask_test_cpu(cpu, p->cpus_ptr))
+		return false;
+	if (cells_active() && !cpu_in_domain(cpuc, domain))
+		return false;
+	return vtime_before(key, cpuc->cur_key);
+}
+
 /*
  * A task of a cgroup that just got to the front of the tree woke up and no
  * CPU was idle: preempt a CPU that serves a cgroup with a later key, so the
  * waking cgroup does not wait for a whole slice.
+ *
+ * The waking CPU itself goes first when it qualifies: it is running now
+ * (timer and I/O wake-ups land on it), needs no IPI, and its next dispatch
+ * picks the woken cgroup at once. A remote victim has to take the IPI, and
+ * under a hypervisor its vCPU may not even be running. Otherwise the CPU
+ * serving the latest key among up to 8 others is preempted.
  */
 static void wake_preempt_cpu(struct task_struct *p, u64 key, u32 domain)
 {
-	s32 cpu, start = scx_bpf_task_cpu(p), victim = -1;
+	s32 cpu, self = bpf_get_smp_processor_id();
+	s32 start = scx_bpf_task_cpu(p), victim = -1;
 	u64 worst = key;
 	u32 i;
 
-	bpf_for(i, 0, nr_cpus < 8 ? nr_cpus : 8) {
-		struct cpu_ctx *cpuc;
+	if (self >= 0 && self < nr_cpus &&
+	    wake_victim_ok(p, this_cpu_ctx(), self, key, domain)) {
+		victim = self;
+	} else {
+		bpf_for(i, 0, nr_cpus < 8 ? nr_cpus : 8) {
+			struct cpu_ctx *cpuc;
 
-		cpu = (start + i) % nr_cpus;
-		if (!bpf_cpumask_test_cpu(cpu, p->cpus_ptr))
-			continue;
-		cpuc = bpf_map_lookup_percpu_elem(&cpu_ctxs, &(u32){0}, cpu);
-		if (!cpuc || !cpuc->cur_cgid)
-			continue;
-		if (cells_active() && !cpu_in_domain(cpuc, domain))
-			continue;
-		if (vtime_before(worst, cpuc->cur_key)) {
-			worst = cpuc->cur_key;
-			victim = cpu;
+			cpu = (start + i) % nr_cpus;
+			cpuc = bpf_map_lookup_percpu_elem(&cpu_ctxs, &(u32){0}, cpu);
+			if (wake_victim_ok(p, cpuc, cpu, worst, domain)) {
+				worst = cpuc->cur_key;
+				victim = cpu;
+			}
 		}
 	}
 	if (victim >= 0) {
@@ -885,6 +904,30 @@ static void wake_preempt_cpu(struct task_struct *p, u64 key, u32 domain)
 		stat_inc(STAT_WAKE_PREEMPT);
 		scx_bpf_kick_cpu(victim, SCX_KICK_PREEMPT);
 	}
+}
+
+/*
+ * A waking task of restricted affinity went to the pinned DSQ of @cpu,
+ * which is busy. Preempt @cpu if the task's cgroup is ahead of the cgroup it
+ * serves (the same test as wake_preempt_cpu()), and make its next dispatch
+ * look at the pinned DSQ first. Without this, a pinned task that sleeps
+ * and wakes often (a timer loop like cyclictest's) waited for the CPU's
+ * slice to end on every wake-up.
+ */
+static void wake_preempt_pinned(struct task_struct *p, u64 cgid, u64 key,
+				u32 domain, s32 cpu)
+{
+	struct cpu_ctx *vc;
+
+	vc = bpf_map_lookup_percpu_elem(&cpu_ctxs, &(u32){0}, cpu);
+	if (!vc || !wake_victim_ok(p, vc, cpu, key, domain))
+		return;
+	if (vc->run_cgid == cgid)	/* its own cgroup runs there */
+		return;
+	vc->cur_until = 0;
+	vc->pinned_last = false;
+	stat_inc(STAT_WAKE_PREEMPT);
+	scx_bpf_kick_cpu(cpu, SCX_KICK_PREEMPT);
 }
 
 /*
@@ -906,8 +949,8 @@ static bool task_restricted(struct task_struct *p, struct cgrp_ctx *cgc)
  * task (its domain's), or a task of a penalised cgroup (@capped: the capped
  * CPUs, thrash.bpf.h).
  */
-static void enqueue_pinned(struct task_struct *p, struct cgrp_ctx *cgc,
-			   bool capped, u64 slice, u64 enq_flags)
+static s32 enqueue_pinned(struct task_struct *p, struct cgrp_ctx *cgc,
+			  bool capped, u64 slice, u64 enq_flags)
 {
 	struct bpf_cpumask *tmp = tmp_mask();
 	const struct cpumask *cpus = p->cpus_ptr;
@@ -920,11 +963,12 @@ static void enqueue_pinned(struct task_struct *p, struct cgrp_ctx *cgc,
 		cpu = bpf_cpumask_any_distribute(cpus);
 	if (cpu < 0 || cpu >= nr_cpus) {
 		scx_bpf_dsq_insert(p, AGENTCG_FALLBACK_DSQ, slice, enq_flags);
-		return;
+		return -1;
 	}
 	stat_inc(STAT_PINNED_ENQ);
 	scx_bpf_dsq_insert(p, PINNED_DSQ(cpu), slice, enq_flags);
 	scx_bpf_kick_cpu(cpu, SCX_KICK_IDLE);
+	return cpu;
 }
 
 void BPF_STRUCT_OPS(agentcg_enqueue, struct task_struct *p, u64 enq_flags)
@@ -965,7 +1009,11 @@ void BPF_STRUCT_OPS(agentcg_enqueue, struct task_struct *p, u64 enq_flags)
 		goto out;
 	}
 	if (task_restricted(p, cgc)) {
-		enqueue_pinned(p, cgc, false, slice, enq_flags);
+		cpu = enqueue_pinned(p, cgc, false, slice, enq_flags);
+		if (wake_preempt && cpu >= 0 && (enq_flags & SCX_ENQ_WAKEUP) &&
+		    !bw_throttled(cgrp))
+			wake_preempt_pinned(p, cgc->cgid, cgrp_key(cgrp, cgc),
+					    cgc->domain, cpu);
 		goto out;
 	}
 
