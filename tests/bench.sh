@@ -63,13 +63,14 @@ fi
     echo "Same VM configuration, a second boot: $REPS repetitions, arms interleaved within each repetition, ${BENCH_ARMS_WINDOW:-6} s windows; median (min to max)."
     echo "scx_flatcg is built from the booted kernel's own tools/sched_ext (linux-source), scx_bpfland is the published crate (cargo install)."
     { tr -d '\r' < target/bench/arms.log | grep '^ARM-MISSING' || true; } | awk '{ print "- " $2 ": could not be built, not measured" }'
-    for c in flat nested hackbench cyclictest_p99_us cyclictest_p50_us cpumax20; do
+    for c in flat nested hackbench cyclictest_p99_us cyclictest_p50_us cyclictest_wake_run_p99_us cpumax20; do
         case $c in
             flat) t="weights 100/200/300, 4 spinners each: max share deviation (points)" ;;
             nested) t="nested A(100){B,C} D(200): max share deviation (points)" ;;
             hackbench) t="hackbench -g 4 -l 200 (seconds)" ;;
             cyclictest_p99_us) t="cyclictest p99 (us, SCHED_OTHER, 1 ms) beside 8 spinners in another cgroup" ;;
             cyclictest_p50_us) t="cyclictest p50 (us), the same runs" ;;
+            cyclictest_wake_run_p99_us) t="cyclictest again, traced: p99 of its thread's waking -> running (us), the scheduler's part of the latency" ;;
             cpumax20) t="cpu.max 20000 100000, 3 spinners: usage (% of a CPU)" ;;
         esac
         echo
