@@ -37,8 +37,8 @@
  * DSQ. Other tasks that cannot run everywhere go to a per-CPU "pinned" DSQ
  * of a CPU they may use; each CPU alternates between its pinned DSQ and the
  * tree, so neither side can starve the other. A waking pinned task whose
- * cgroup is ahead of the one its CPU serves preempts that CPU, which then
- * looks at its pinned DSQ first. Nothing is left in a DSQ
+ * cgroup is ahead of the one its CPU serves goes straight onto that CPU,
+ * preempting it. Nothing is left in a DSQ
  * without a CPU that will look at it: sched_ext inserts tasks dispatched
  * from ops.enqueue() only after it returns, so a cgroup can race out of the
  * tree while its task is landing; an enqueue sequence check, a re-check by
@@ -907,27 +907,21 @@ static void wake_preempt_cpu(struct task_struct *p, u64 key, u32 domain)
 }
 
 /*
- * A waking task of restricted affinity went to the pinned DSQ of @cpu,
- * which is busy. Preempt @cpu if the task's cgroup is ahead of the cgroup it
- * serves (the same test as wake_preempt_cpu()), and make its next dispatch
- * look at the pinned DSQ first. Without this, a pinned task that sleeps
- * and wakes often (a timer loop like cyclictest's) waited for the CPU's
- * slice to end on every wake-up.
+ * A waking task of restricted affinity is about to be queued for @cpu, which
+ * is busy. Should it rather preempt @cpu, its cgroup being ahead of the
+ * cgroup @cpu serves (the same test as wake_preempt_cpu())? Without this, a
+ * pinned task that sleeps and wakes often (a timer loop like cyclictest's
+ * measurement thread) waited for the CPU's slice to end on every wake-up.
  */
-static void wake_preempt_pinned(struct task_struct *p, u64 cgid, u64 key,
-				u32 domain, s32 cpu)
+static bool pinned_wake_preempts(struct task_struct *p, u64 cgid, u64 key,
+				 u32 domain, s32 cpu)
 {
 	struct cpu_ctx *vc;
 
 	vc = bpf_map_lookup_percpu_elem(&cpu_ctxs, &(u32){0}, cpu);
 	if (!vc || !wake_victim_ok(p, vc, cpu, key, domain))
-		return;
-	if (vc->run_cgid == cgid)	/* its own cgroup runs there */
-		return;
-	vc->cur_until = 0;
-	vc->pinned_last = false;
-	stat_inc(STAT_WAKE_PREEMPT);
-	scx_bpf_kick_cpu(cpu, SCX_KICK_PREEMPT);
+		return false;
+	return vc->run_cgid != cgid;	/* not if its own cgroup runs there */
 }
 
 /*
@@ -949,8 +943,10 @@ static bool task_restricted(struct task_struct *p, struct cgrp_ctx *cgc)
  * task (its domain's), or a task of a penalised cgroup (@capped: the capped
  * CPUs, thrash.bpf.h).
  */
-static s32 enqueue_pinned(struct task_struct *p, struct cgrp_ctx *cgc,
-			  bool capped, u64 slice, u64 enq_flags)
+static __always_inline void enqueue_pinned(struct task_struct *p,
+					   struct cgroup *cgrp,
+					   struct cgrp_ctx *cgc, bool capped,
+					   u64 slice, u64 enq_flags)
 {
 	struct bpf_cpumask *tmp = tmp_mask();
 	const struct cpumask *cpus = p->cpus_ptr;
@@ -963,12 +959,21 @@ static s32 enqueue_pinned(struct task_struct *p, struct cgrp_ctx *cgc,
 		cpu = bpf_cpumask_any_distribute(cpus);
 	if (cpu < 0 || cpu >= nr_cpus) {
 		scx_bpf_dsq_insert(p, AGENTCG_FALLBACK_DSQ, slice, enq_flags);
-		return -1;
+		return;
+	}
+	/* straight onto the CPU, preempting it (not for penalised cgroups) */
+	if (wake_preempt && !capped && (enq_flags & SCX_ENQ_WAKEUP) &&
+	    !bw_throttled(cgrp) &&
+	    pinned_wake_preempts(p, cgc->cgid, cgrp_key(cgrp, cgc),
+				 cgc->domain, cpu)) {
+		stat_inc(STAT_WAKE_PREEMPT);
+		scx_bpf_dsq_insert(p, SCX_DSQ_LOCAL_ON | cpu, slice,
+				   enq_flags | SCX_ENQ_PREEMPT);
+		return;
 	}
 	stat_inc(STAT_PINNED_ENQ);
 	scx_bpf_dsq_insert(p, PINNED_DSQ(cpu), slice, enq_flags);
 	scx_bpf_kick_cpu(cpu, SCX_KICK_IDLE);
-	return cpu;
 }
 
 void BPF_STRUCT_OPS(agentcg_enqueue, struct task_struct *p, u64 enq_flags)
@@ -1005,15 +1010,11 @@ void BPF_STRUCT_OPS(agentcg_enqueue, struct task_struct *p, u64 enq_flags)
 	if (thrash_capped(cgrp)) {
 		/* penalised: only on its capped CPUs, leaving the others free */
 		stat_inc(STAT_THRASH_CAPPED);
-		enqueue_pinned(p, cgc, true, slice, enq_flags);
+		enqueue_pinned(p, cgrp, cgc, true, slice, enq_flags);
 		goto out;
 	}
 	if (task_restricted(p, cgc)) {
-		cpu = enqueue_pinned(p, cgc, false, slice, enq_flags);
-		if (wake_preempt && cpu >= 0 && (enq_flags & SCX_ENQ_WAKEUP) &&
-		    !bw_throttled(cgrp))
-			wake_preempt_pinned(p, cgc->cgid, cgrp_key(cgrp, cgc),
-					    cgc->domain, cpu);
+		enqueue_pinned(p, cgrp, cgc, false, slice, enq_flags);
 		goto out;
 	}
 

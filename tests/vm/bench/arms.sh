@@ -56,11 +56,11 @@ cyc_p50_p99() {
 }
 
 # Where cyclictest's p99 comes from: a second run traced with tracefs
-# (sched_waking / sched_switch of its measurement thread, the cyclictest
-# thread woken most often). Prints the p99 of waking -> running in us: the
-# scheduler's part. The rest of cyclictest's latency is the timer firing
-# late, which no scheduler controls (under TCG: the host running another
-# vCPU thread).
+# (sched_waking / sched_switch of its measurement thread, the newest
+# cyclictest thread; the main thread, made first, wakes every 10 ms).
+# Prints the p99 of waking -> running in us: the scheduler's part. The rest
+# of cyclictest's latency is the timer firing late, which no scheduler
+# controls (under TCG: the host running another vCPU thread).
 TR=/sys/kernel/tracing
 mount -t tracefs nodev $TR 2>/dev/null
 wake_to_run_p99() {
@@ -71,7 +71,7 @@ wake_to_run_p99() {
                        t = $4; sub(":", "", t)
                        if (pid in w) { us = int((t - w[pid]) * 1e6); h[pid, us]++; nd[pid]++
                                        if (us > mx[pid]) mx[pid] = us; delete w[pid] } }
-      END { b = ""; for (p in nw) if (b == "" || nw[p] > nw[b]) b = p
+      END { b = ""; for (p in nw) if (b == "" || p + 0 > b + 0) b = p
             n = nd[b]; if (n < 100) { print "n/a"; exit }
             c = 0; for (i = 0; i <= mx[b]; i++) { c += h[b, i]; if (c >= n * 0.99) { print i; exit } } }'
 }
