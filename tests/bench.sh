@@ -44,7 +44,7 @@ fi
 if [ "${BENCH_ARMS:-1}" != 0 ]; then
 others=$(tests/vm/bench/others.sh "$KVER" "$VMLINUZ")
 flatcg=$(echo "$others" | sed -n 's/^FLATCG=//p'); bpfland=$(echo "$others" | sed -n 's/^BPFLAND=//p')
-extra="$(command -v hackbench) $(command -v cyclictest)"
+extra="$(command -v hackbench) $(command -v cyclictest) $(command -v stress-ng)"
 # the guest finds them as scx_flatcg / scx_bpfland on PATH
 mkdir -p target/bench/bin
 rm -f target/bench/bin/*
@@ -63,9 +63,10 @@ fi
     echo "Same VM configuration, a second boot: $REPS repetitions, arms interleaved within each repetition, ${BENCH_ARMS_WINDOW:-6} s windows; median (min to max)."
     echo "scx_flatcg is built from the booted kernel's own tools/sched_ext (linux-source), scx_bpfland is the published crate (cargo install)."
     { tr -d '\r' < target/bench/arms.log | grep '^ARM-MISSING' || true; } | awk '{ print "- " $2 ": could not be built, not measured" }'
-    for c in flat nested hackbench cyclictest_p99_us cyclictest_p50_us cyclictest_wake_run_p99_us cpumax20; do
+    for c in flat flat_stressng nested hackbench cyclictest_p99_us cyclictest_p50_us cyclictest_wake_run_p99_us cpumax20; do
         case $c in
             flat) t="weights 100/200/300, 4 spinners each: max share deviation (points)" ;;
+            flat_stressng) t="the same with stress-ng --cpu 4 in each cgroup (points)" ;;
             nested) t="nested A(100){B,C} D(200): max share deviation (points)" ;;
             hackbench) t="hackbench -g 4 -l 200 (seconds)" ;;
             cyclictest_p99_us) t="cyclictest p99 (us, SCHED_OTHER, 1 ms) beside 8 spinners in another cgroup" ;;

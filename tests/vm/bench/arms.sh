@@ -93,6 +93,19 @@ while [ $REP -le "$REPS" ]; do
         log "$ARM flat shares: $s"
         res flat "$(max_dev "$s" "16.7 33.3 50.0")"
 
+        # the same with stress-ng's CPU workers instead of our spinners
+        if command -v stress-ng > /dev/null; then
+            for c in f100 f200 f300; do
+                cg_run $c stress-ng --cpu 4 --timeout $((WIN + 3))s --quiet > /dev/null 2>&1 &
+            done
+            sleep 2; s=$(cg_shares $WIN f100 f200 f300)
+            wait_until 30 sh -c '! pidof stress-ng' > /dev/null
+            log "$ARM flat (stress-ng) shares: $s"
+            res flat_stressng "$(max_dev "$s" "16.7 33.3 50.0")"
+        else
+            res flat_stressng n/a
+        fi
+
         for c in A/B A/C D; do spin_in $c 4 $((WIN + 3)); done
         sleep 2; s=$(cg_shares $WIN A/B A/C D); drain
         log "$ARM nested shares: $s"
