@@ -37,12 +37,12 @@
  * DSQ. Other tasks that cannot run everywhere go to a per-CPU "pinned" DSQ
  * of a CPU they may use; each CPU alternates between its pinned DSQ and the
  * tree, so neither side can starve the other. A waking pinned task whose
- * cgroup is ahead of the one its CPU serves goes straight onto that CPU,
- * preempting it. Nothing is left in a DSQ
- * without a CPU that will look at it: sched_ext inserts tasks dispatched
- * from ops.enqueue() only after it returns, so a cgroup can race out of the
- * tree while its task is landing; an enqueue sequence check, a re-check by
- * the enqueuing CPU and a 20 ms sweep put such cgroups back (see unqueue()).
+ * cgroup has an earlier key than the one its CPU serves goes straight onto
+ * that CPU, preempting it. Nothing is left in a DSQ without a CPU that will
+ * look at it: sched_ext inserts tasks dispatched from ops.enqueue() only
+ * after it returns, so a cgroup can race out of the tree while its task is
+ * landing; an enqueue sequence check, a re-check by the enqueuing CPU and a
+ * 20 ms sweep put such cgroups back (see unqueue()).
  *
  * cpu.max is enforced in BPF too (bandwidth.bpf.h): budgets per limited
  * cgroup, refilled by timers, throttled subtrees parked off the tree.
@@ -908,10 +908,11 @@ static void wake_preempt_cpu(struct task_struct *p, u64 key, u32 domain)
 
 /*
  * A waking task of restricted affinity is about to be queued for @cpu, which
- * is busy. Should it rather preempt @cpu, its cgroup being ahead of the
- * cgroup @cpu serves (the same test as wake_preempt_cpu())? Without this, a
- * pinned task that sleeps and wakes often (a timer loop like cyclictest's
- * measurement thread) waited for the CPU's slice to end on every wake-up.
+ * is busy. Should it rather preempt @cpu, its cgroup having an earlier key
+ * than the cgroup @cpu serves (the same test as wake_preempt_cpu())? Without
+ * this, a pinned task that sleeps and wakes often (a timer loop like
+ * cyclictest's measurement thread) waited for the CPU's slice to end on
+ * every wake-up.
  */
 static bool pinned_wake_preempts(struct task_struct *p, u64 cgid, u64 key,
 				 u32 domain, s32 cpu)
