@@ -18,10 +18,10 @@ W=4
 cg_new noisy 100 > /dev/null || fail "cgroup noisy"
 cg_new probe 100 > /dev/null || fail "cgroup probe"
 
-# probe ARM KIND: one measurement; prints the wakeup tool's line
+# probe KIND (free|pinned): one measurement; prints the wakeup tool's line
 probe() {
     spin_in noisy 8 $((W + 3)); sleep 1
-    if [ "$2" = pinned ]; then
+    if [ "$1" = pinned ]; then
         cg_run probe taskset -c 0 agentcg-load wakeup --interval-us 1000 --duration $W
     else
         cg_run probe agentcg-load wakeup --interval-us 1000 --duration $W
@@ -37,7 +37,7 @@ for r in 1 2 3; do
             sched_start || fail "scheduler did not start"
         fi
         for kind in free pinned; do
-            line=$(probe $arm $kind)
+            line=$(probe $kind)
             log "round $r $arm $kind: $line"
             eval "P50_${arm}_${kind}=\"\${P50_${arm}_${kind}:-} $(kv p50_us "$line")\""
             check_ge "round $r $arm $kind: probe ran" "$(kv samples "$line")" 100
