@@ -850,15 +850,43 @@ s32 BPF_STRUCT_OPS(agentcg_select_cpu, struct task_struct *p, s32 prev_cpu,
 	return cpu;
 }
 
-/* May the waking @p (tree key @key) preempt what @cpu serves? */
-static bool wake_victim_ok(struct task_struct *p, struct cpu_ctx *cpuc, s32 cpu,
-			   u64 key, u32 domain)
+/*
+ * The key of the cgroup @cpuc serves, as it stands now: its charged vtime
+ * plus the reservations on it, never earlier than the key it was picked
+ * with. The pick-time key alone goes stale within a cgroup slice: a busy
+ * cgroup on 4 CPUs moves its vtime several slices on while one CPU still
+ * serves it, and a cgroup waking up is given credit against that newer
+ * frontier (update_activity()). Comparing the two made about one wake-up
+ * in ten miss its preemption and wait for the slice to end.
+ */
+static u64 serving_key(struct cpu_ctx *cpuc)
+{
+	struct cgroup *cgrp = bpf_cgroup_from_id(cpuc->cur_cgid);
+	struct cgrp_ctx *cgc;
+	u64 key = cpuc->cur_key;
+
+	if (!cgrp)
+		return key;
+	cgc = cgrp_ctx_of(cgrp);
+	if (cgc)
+		key = vtime_max(key, cgc->cvtime + cgc->reserved);
+	bpf_cgroup_release(cgrp);
+	return key;
+}
+
+/*
+ * May a waking @p preempt what @cpu serves at all? If so, *@vkey is the
+ * key @p's cgroup has to be earlier than.
+ */
+static bool wake_victim_key(struct task_struct *p, struct cpu_ctx *cpuc,
+			    s32 cpu, u32 domain, u64 *vkey)
 {
 	if (!cpuc || !cpuc->cur_cgid || !bpf_cpumask_test_cpu(cpu, p->cpus_ptr))
 		return false;
 	if (cells_active() && !cpu_in_domain(cpuc, domain))
 		return false;
-	return vtime_before(key, cpuc->cur_key);
+	*vkey = serving_key(cpuc);
+	return true;
 }
 
 /*
@@ -876,11 +904,12 @@ static void wake_preempt_cpu(struct task_struct *p, u64 key, u32 domain)
 {
 	s32 cpu, self = bpf_get_smp_processor_id();
 	s32 start = scx_bpf_task_cpu(p), victim = -1;
-	u64 worst = key;
+	u64 worst = key, vkey;
 	u32 i;
 
 	if (self >= 0 && self < nr_cpus &&
-	    wake_victim_ok(p, this_cpu_ctx(), self, key, domain)) {
+	    wake_victim_key(p, this_cpu_ctx(), self, domain, &vkey) &&
+	    vtime_before(key, vkey)) {
 		victim = self;
 	} else {
 		bpf_for(i, 0, nr_cpus < 8 ? nr_cpus : 8) {
@@ -888,8 +917,9 @@ static void wake_preempt_cpu(struct task_struct *p, u64 key, u32 domain)
 
 			cpu = (start + i) % nr_cpus;
 			cpuc = bpf_map_lookup_percpu_elem(&cpu_ctxs, &(u32){0}, cpu);
-			if (wake_victim_ok(p, cpuc, cpu, worst, domain)) {
-				worst = cpuc->cur_key;
+			if (wake_victim_key(p, cpuc, cpu, domain, &vkey) &&
+			    vtime_before(worst, vkey)) {
+				worst = vkey;
 				victim = cpu;
 			}
 		}
@@ -907,22 +937,26 @@ static void wake_preempt_cpu(struct task_struct *p, u64 key, u32 domain)
 }
 
 /*
- * A waking task of restricted affinity is about to be queued for @cpu, which
- * is busy. Should it rather preempt @cpu, its cgroup having an earlier key
- * than the cgroup @cpu serves (the same test as wake_preempt_cpu())? Without
- * this, a pinned task that sleeps and wakes often (a timer loop like
- * cyclictest's measurement thread) waited for the CPU's slice to end on
- * every wake-up.
+ * A task of restricted affinity is about to be queued for @cpu, which is
+ * busy. Does its cgroup (@cgc, tree key @key) come before the one the CPU serves
+ * (the same test as wake_preempt_cpu())? Then it should not wait on the
+ * pinned DSQ for the CPU's slice to end and for its turn against the tree:
+ * a pinned task that sleeps and wakes often (a timer loop like cyclictest's
+ * measurement thread) waited that long on every wake-up. @wakeup: not if a
+ * task of its own cgroup runs there; a task being put back after it was
+ * preempted is checked against the cgroup the CPU serves.
  */
-static bool pinned_wake_preempts(struct task_struct *p, u64 cgid, u64 key,
-				 u32 domain, s32 cpu)
+static bool pinned_goes_first(struct task_struct *p, struct cgrp_ctx *cgc,
+			      u64 key, s32 cpu, bool wakeup)
 {
 	struct cpu_ctx *vc;
+	u64 vkey;
 
 	vc = bpf_map_lookup_percpu_elem(&cpu_ctxs, &(u32){0}, cpu);
-	if (!vc || !wake_victim_ok(p, vc, cpu, key, domain))
+	if (!wake_victim_key(p, vc, cpu, cgc->domain, &vkey) ||
+	    !vtime_before(key, vkey))
 		return false;
-	return vc->run_cgid != cgid;	/* not if its own cgroup runs there */
+	return !wakeup || vc->run_cgid != cgc->cgid;
 }
 
 /*
@@ -962,17 +996,21 @@ static __always_inline void enqueue_pinned(struct task_struct *p,
 		scx_bpf_dsq_insert(p, AGENTCG_FALLBACK_DSQ, slice, enq_flags);
 		return;
 	}
-	/* straight onto the CPU, preempting it (not for penalised cgroups) */
-	if (wake_preempt && !capped && (enq_flags & SCX_ENQ_WAKEUP) &&
-	    !bw_throttled(cgrp) &&
-	    pinned_wake_preempts(p, cgc->cgid, cgrp_key(cgrp, cgc),
-				 cgc->domain, cpu)) {
-		stat_inc(STAT_WAKE_PREEMPT);
-		scx_bpf_dsq_insert(p, SCX_DSQ_LOCAL_ON | cpu, slice,
-				   enq_flags | SCX_ENQ_PREEMPT);
+	stat_inc(STAT_PINNED_ENQ);
+	/*
+	 * Straight onto the CPU (not for penalised cgroups): a wake-up
+	 * preempts what runs there, a preempted task goes next.
+	 */
+	if (wake_preempt && !capped && !bw_throttled(cgrp) &&
+	    pinned_goes_first(p, cgc, cgrp_key(cgrp, cgc), cpu,
+			      enq_flags & SCX_ENQ_WAKEUP)) {
+		if (enq_flags & SCX_ENQ_WAKEUP) {
+			stat_inc(STAT_WAKE_PREEMPT);
+			enq_flags |= SCX_ENQ_PREEMPT;
+		}
+		scx_bpf_dsq_insert(p, SCX_DSQ_LOCAL_ON | cpu, slice, enq_flags);
 		return;
 	}
-	stat_inc(STAT_PINNED_ENQ);
 	scx_bpf_dsq_insert(p, PINNED_DSQ(cpu), slice, enq_flags);
 	scx_bpf_kick_cpu(cpu, SCX_KICK_IDLE);
 }
