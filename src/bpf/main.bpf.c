@@ -36,13 +36,15 @@
  * Restricted affinity: per-CPU kthreads go straight to their CPU's local
  * DSQ. Other tasks that cannot run everywhere go to a per-CPU "pinned" DSQ
  * of a CPU they may use; each CPU alternates between its pinned DSQ and the
- * tree, so neither side can starve the other. A waking pinned task whose
- * cgroup has an earlier key than the one its CPU serves goes straight onto
- * that CPU, preempting it. Nothing is left in a DSQ without a CPU that will
- * look at it: sched_ext inserts tasks dispatched from ops.enqueue() only
- * after it returns, so a cgroup can race out of the tree while its task is
- * landing; an enqueue sequence check, a re-check by the enqueuing CPU and a
- * 20 ms sweep put such cgroups back (see unqueue()).
+ * tree, so neither side can starve the other. A pinned task whose cgroup
+ * has an earlier key than the one its CPU serves (as that key stands now)
+ * goes straight onto that CPU: preempting it on a wake-up, next in line
+ * when put back after a preemption. Nothing is left in a DSQ without a CPU
+ * that will look at it: sched_ext inserts tasks dispatched from
+ * ops.enqueue() only after it returns, so a cgroup can race out of the
+ * tree while its task is landing; an enqueue sequence check, a re-check
+ * by the enqueuing CPU and a 20 ms sweep put such cgroups back (see
+ * unqueue()).
  *
  * cpu.max is enforced in BPF too (bandwidth.bpf.h): budgets per limited
  * cgroup, refilled by timers, throttled subtrees parked off the tree.

@@ -42,6 +42,13 @@ arm_stop() {
     SCHED_LOG=/tmp/sched.log
 }
 
+# The cyclictest case, one definition for the plain and the traced run:
+# one SCHED_OTHER thread, 1 ms interval, histogram with 1 us buckets, in
+# the probe cgroup.
+cyclictest_probe() {
+    cg_run probe cyclictest -q -t 1 --policy=other -i 1000 -D $WIN -h 100000
+}
+
 # cyclictest p50 and p99 from its histogram (1 us buckets; "n/a n/a" if it
 # printed none). Its numbers are zero-padded, which busybox awk would read
 # as octal.
@@ -79,7 +86,7 @@ traced_cyclictest() {
     [ -d $TR/events/sched ] || { echo n/a; return; }
     echo 20000 > $TR/buffer_size_kb; echo > $TR/trace
     echo 1 > $TR/events/sched/sched_switch/enable; echo 1 > $TR/events/sched/sched_waking/enable
-    cg_run probe cyclictest -q -t 1 --policy=other -i 1000 -D $WIN -h 100000 > /dev/null 2>&1
+    cyclictest_probe > /dev/null 2>&1
     echo 0 > $TR/events/sched/sched_switch/enable; echo 0 > $TR/events/sched/sched_waking/enable
     wake_to_run_p99
 }
@@ -116,7 +123,7 @@ while [ $REP -le "$REPS" ]; do
         res hackbench "$(calc "$(cut -d' ' -f1 /proc/uptime) - $t0")"
 
         spin_in noisy 8 $((WIN + 3)); sleep 1
-        p=$(cg_run probe cyclictest -q -t 1 --policy=other -i 1000 -D $WIN -h 100000 2>/dev/null | cyc_p50_p99)
+        p=$(cyclictest_probe 2>/dev/null | cyc_p50_p99)
         drain
         res cyclictest_p50_us "${p% *}"
         res cyclictest_p99_us "${p#* }"
