@@ -62,7 +62,7 @@ enum agentcg_stat_idx {
 	STAT_IDLE_LOCAL,	/* select_cpu found an idle CPU: direct local insert */
 	STAT_KTHREAD_LOCAL,	/* per-CPU kthread inserted locally */
 	STAT_LAST_LOCAL,	/* the CPU's only runnable task kept running */
-	STAT_PINNED_ENQ,	/* restricted-affinity task put on a per-CPU pinned DSQ */
+	STAT_PINNED_ENQ,	/* restricted-affinity task enqueued (pinned DSQ or its CPU) */
 	STAT_CGRP_DISPATCH,	/* task moved from a cgroup DSQ (picked from the tree) */
 	STAT_CGRP_STICKY,	/* task moved from the CPU's current cgroup (slice left) */
 	STAT_PINNED_DISPATCH,	/* task moved from the CPU's pinned DSQ */

@@ -877,8 +877,8 @@ static u64 serving_key(struct cpu_ctx *cpuc)
 }
 
 /*
- * May a waking @p preempt what @cpu serves at all? If so, *@vkey is the
- * key @p's cgroup has to be earlier than.
+ * May @p take @cpu from what it serves at all? If so, *@vkey is the key
+ * @p's cgroup has to be earlier than.
  */
 static bool wake_victim_key(struct task_struct *p, struct cpu_ctx *cpuc,
 			    s32 cpu, u32 domain, u64 *vkey)
@@ -940,9 +940,9 @@ static void wake_preempt_cpu(struct task_struct *p, u64 key, u32 domain)
 
 /*
  * A task of restricted affinity is about to be queued for @cpu, which is
- * busy. Does its cgroup (@cgc, tree key @key) come before the one the CPU serves
- * (the same test as wake_preempt_cpu())? Then it should not wait on the
- * pinned DSQ for the CPU's slice to end and for its turn against the tree:
+ * busy. Does its cgroup (@cgc, tree key @key) come before the one the CPU
+ * serves (the same test as wake_preempt_cpu())? Then it should not wait on
+ * the pinned DSQ for the CPU's slice to end and its turn against the tree:
  * a pinned task that sleeps and wakes often (a timer loop like cyclictest's
  * measurement thread) waited that long on every wake-up. @wakeup: not if a
  * task of its own cgroup runs there; a task being put back after it was
