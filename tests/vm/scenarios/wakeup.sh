@@ -21,11 +21,8 @@ cg_new probe 100 > /dev/null || fail "cgroup probe"
 # probe KIND (free|pinned): one measurement; prints the wakeup tool's line
 probe() {
     spin_in noisy 8 $((W + 3)); sleep 1
-    if [ "$1" = pinned ]; then
-        cg_run probe taskset -c 0 agentcg-load wakeup --interval-us 1000 --duration $W
-    else
-        cg_run probe agentcg-load wakeup --interval-us 1000 --duration $W
-    fi
+    pin=; [ "$1" = pinned ] && pin="taskset -c 0"
+    cg_run probe $pin agentcg-load wakeup --interval-us 1000 --duration $W
     wait_until 30 sh -c '! pidof agentcg-load' > /dev/null
 }
 med3() { printf '%s\n' "$@" | sort -n | sed -n 2p; }
