@@ -21,7 +21,9 @@ cg_new A 100 > /dev/null; cg_new A/B 100 > /dev/null; cg_new A/C 100 > /dev/null
 cg_new noisy 100 > /dev/null; cg_new probe 100 > /dev/null; cg_new hb 100 > /dev/null
 cg_new q20 100 > /dev/null && cg_max q20 "20000 100000"
 
-drain() { wait_until 30 sh -c '! pidof agentcg-load' > /dev/null; }
+# loads run with room to spare and end here, right after their window
+# (a window that outlives a cgroup's load skews its share)
+drain() { killall agentcg-load 2> /dev/null; wait_until 30 sh -c '! pidof agentcg-load' > /dev/null; }
 res() { echo "ARM-RESULT $ARM $REP $1 $2"; }
 
 arm_start() {
@@ -95,7 +97,7 @@ REP=1
 while [ $REP -le "$REPS" ]; do
     for ARM in $ARMS; do
         arm_start $ARM || { res error start; continue; }
-        for c in f100 f200 f300; do spin_in $c 4 $((WIN + 3)); done
+        for c in f100 f200 f300; do spin_in $c 4 $((WIN + 60)); done
         sleep 2; s=$(cg_shares $WIN f100 f200 f300); drain
         log "$ARM flat shares: $s"
         res flat "$(max_dev "$s" "16.7 33.3 50.0")"
@@ -103,9 +105,10 @@ while [ $REP -le "$REPS" ]; do
         # the same with stress-ng's CPU workers instead of our spinners
         if command -v stress-ng > /dev/null; then
             for c in f100 f200 f300; do
-                cg_run $c stress-ng --cpu 4 --timeout $((WIN + 3))s --quiet > /dev/null 2>&1 &
+                cg_run $c stress-ng --cpu 4 --timeout $((WIN + 60))s --quiet > /dev/null 2>&1 &
             done
             sleep 2; s=$(cg_shares $WIN f100 f200 f300)
+            killall stress-ng 2> /dev/null
             wait_until 30 sh -c '! pidof stress-ng' > /dev/null
             log "$ARM flat (stress-ng) shares: $s"
             res flat_stressng "$(max_dev "$s" "16.7 33.3 50.0")"
@@ -113,7 +116,7 @@ while [ $REP -le "$REPS" ]; do
             res flat_stressng n/a
         fi
 
-        for c in A/B A/C D; do spin_in $c 4 $((WIN + 3)); done
+        for c in A/B A/C D; do spin_in $c 4 $((WIN + 60)); done
         sleep 2; s=$(cg_shares $WIN A/B A/C D); drain
         log "$ARM nested shares: $s"
         res nested "$(max_dev "$s" "16.7 16.7 66.7")"
@@ -122,18 +125,18 @@ while [ $REP -le "$REPS" ]; do
         cg_run hb hackbench -g 4 -l 200 > /dev/null 2>&1
         res hackbench "$(calc "$(cut -d' ' -f1 /proc/uptime) - $t0")"
 
-        spin_in noisy 8 $((WIN + 3)); sleep 1
+        spin_in noisy 8 $((WIN + 60)); sleep 1
         p=$(cyclictest_probe 2>/dev/null | cyc_p50_p99)
         drain
         res cyclictest_p50_us "${p% *}"
         res cyclictest_p99_us "${p#* }"
 
-        spin_in noisy 8 $((WIN + 3)); sleep 1
+        spin_in noisy 8 $((WIN + 60)); sleep 1
         p=$(traced_cyclictest)
         drain
         res cyclictest_wake_run_p99_us "$p"
 
-        spin_in q20 3 $((WIN + 3)); sleep 2
+        spin_in q20 3 $((WIN + 60)); sleep 2
         res cpumax20 "$(cg_cpu_pct $WIN q20)"; drain
         arm_stop $ARM
         log "rep $REP $ARM done"

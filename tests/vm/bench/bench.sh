@@ -19,26 +19,28 @@ cg_new QP/c1 100 > /dev/null; cg_new QP/c3 300 > /dev/null
 
 # cpu.max case: CG SPINNERS -> usage in % of one CPU, with a busy neighbour
 bw_case() {
-    spin_in bwnb 4 $((WIN + 3)); spin_in "$1" "$2" $((WIN + 3))
+    spin_in bwnb 4 $((WIN + 60)); spin_in "$1" "$2" $((WIN + 60))
     sleep 2; u=$(cg_cpu_pct $WIN "$1"); drain
     echo "$1 $u" >> "$out"
 }
 
-drain() { wait_until 30 sh -c '! pidof agentcg-load' > /dev/null; }
+# loads run with room to spare and end here, right after their window
+# (a window that outlives a cgroup's load skews its share)
+drain() { killall agentcg-load 2> /dev/null; wait_until 30 sh -c '! pidof agentcg-load' > /dev/null; }
 
 # each case writes "KEY VALUE" lines to /tmp/res.$LABEL
 run_cases() {
     out=/tmp/res.$1
     : > "$out"
-    for c in f100 f200 f300; do spin_in $c 4 $((WIN + 3)); done
+    for c in f100 f200 f300; do spin_in $c 4 $((WIN + 60)); done
     sleep 2; s=$(cg_shares $WIN f100 f200 f300); drain
     echo "flat $s dev=$(max_dev "$s" "16.7 33.3 50.0")" >> "$out"
 
-    for c in A/B A/C D; do spin_in $c 4 $((WIN + 3)); done
+    for c in A/B A/C D; do spin_in $c 4 $((WIN + 60)); done
     sleep 2; s=$(cg_shares $WIN A/B A/C D); drain
     echo "nested $s dev=$(max_dev "$s" "16.7 16.7 66.7")" >> "$out"
 
-    spin_in noisy 8 $((WIN + 3))
+    spin_in noisy 8 $((WIN + 60))
     sleep 1
     l=$(agentcg-load wakeup --cgroup probe --interval-us 1000 --duration $WIN); drain
     echo "lat $l" >> "$out"
@@ -47,14 +49,14 @@ run_cases() {
     echo "pp $l" >> "$out"
 
     j=1; while [ $j -le 32 ]; do
-        agentcg-load burst --cgroup H/k$j --on-ms 1 --off-ms 3 --duration $((WIN + 3)) > /dev/null &
+        agentcg-load burst --cgroup H/k$j --on-ms 1 --off-ms 3 --duration $((WIN + 60)) > /dev/null &
         j=$((j + 1)); done
-    spin_in HD 4 $((WIN + 3))
+    spin_in HD 4 $((WIN + 60))
     sleep 2; s=$(cg_shares $WIN H HD); drain
     echo "herd $s" >> "$out"
 
     bw_case q10 3; bw_case q50 3; bw_case q150 4
-    spin_in QP/c1 4 $((WIN + 3)); spin_in QP/c3 4 $((WIN + 3))
+    spin_in QP/c1 4 $((WIN + 60)); spin_in QP/c3 4 $((WIN + 60))
     sleep 2
     a1=$(cg_usage_us QP/c1); a3=$(cg_usage_us QP/c3); sleep $WIN; b1=$(cg_usage_us QP/c1); b3=$(cg_usage_us QP/c3)
     drain
@@ -78,7 +80,7 @@ policy() {
     printf '[[select]]\nprofile = "chat"\npath = "%s/*/chat"\n[[select]]\nprofile = "bg"\npath = "%s/*/bg"\n' $P $P
 }
 session_probe() {   # session_probe LABEL: p50/p99 of the chat probe
-    spin_in $P/s1/bg 6 $((WIN + 3)); spin_in $P/s1/chat 2 $((WIN + 3)); sleep 1
+    spin_in $P/s1/bg 6 $((WIN + 60)); spin_in $P/s1/chat 2 $((WIN + 60)); sleep 1
     l=$(agentcg-load wakeup --cgroup $P/s1/chat --interval-us 2000 --duration $WIN); drain
     echo "slat $l" >> "/tmp/res.$1"
 }

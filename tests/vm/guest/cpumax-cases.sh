@@ -17,12 +17,13 @@ spin_in nb 4 400   # the neighbour stays busy for the whole scenario
 limit_case() {
     cg_new "$1" 100 > /dev/null && cg_max "$1" "$2" || { failed "setup $1"; return; }
     sleep 0.3
-    spin_in "$1" "$3" 13
+    spin_in "$1" "$3" 60
     sleep 2
     u=$(cg_cpu_pct 10 "$1")
     log "$1: cpu.max '$2', $3 spinners: $u % of a CPU (quota $4 %)"
+    check "$1: the spinners ran through the window" cg_busy "$1"
     check "cpu.max '$2': usage $u % within 5 % of $4 %" within "$u" "$4" 5
-    wait_until 15 sh -c "! grep -q . $(cg_path "$1")/cgroup.procs"
+    spin_stop "$1"
 }
 limit_case q10 "10000 100000" 3 10
 limit_case q50 "50000 100000" 3 50
@@ -33,9 +34,10 @@ limit_case q150 "150000 100000" 4 150
 kill $(cat "$(cg_path nb)/cgroup.procs") 2>/dev/null
 cg_new P 100 > /dev/null && cg_max P "50000 100000" && cg_new P/c1 100 > /dev/null \
     && cg_new P/c3 300 > /dev/null || failed "nested setup"
-spin_in P/c1 4 13; spin_in P/c3 4 13
+spin_in P/c1 4 60; spin_in P/c3 4 60
 sleep 2
 a1=$(cg_usage_us P/c1); a3=$(cg_usage_us P/c3); sleep 10; b1=$(cg_usage_us P/c1); b3=$(cg_usage_us P/c3)
+check "nested: the spinners ran through the window" cg_busy P/c1 P/c3
 tot=$(calc "(($b1 - $a1) + ($b3 - $a3)) / 100000")
 r=$(calc "($b3 - $a3) / (($b1 - $a1) + 1)")
 log "nested: P total $tot % (quota 50 %), c3/c1 = $r (weights 3:1)"
@@ -45,7 +47,7 @@ agentcg-load rawreq /var/run/scx/root/stats '{"req":"stats","args":{"target":"to
 pu=$(sed -n 's/.*"P":{[^}]*"usage_usec":\([0-9]*\).*/\1/p' /tmp/P.json)
 pk=$(cg_usage_us P)
 check "nested: the parent's stats count its children (${pu:-0} us vs cpu.stat $pk us)" within "${pu:-0}" "$pk" 3
-wait_until 15 sh -c "! grep -q . $(cg_path P/c1)/cgroup.procs"
+spin_stop P/c1 P/c3
 
 # forks under a throttled parent: fork runs our init_task with migration
 # disabled; preempted there while the parent was throttled, the task was
@@ -129,16 +131,17 @@ spin_in nb 4 400
 # cgroup, beside the busy neighbour: they queue per CPU, and are throttled
 cg_new pin 100 > /dev/null && cg_max pin "20000 100000" || failed "pinned setup"
 sleep 0.3
-taskset -c 1,2 agentcg-load spin --cgroup pin --threads 3 --duration 13 > /dev/null &
+taskset -c 1,2 agentcg-load spin --cgroup pin --threads 3 --duration 60 > /dev/null &
 sleep 2
 u=$(cg_cpu_pct 10 pin)
 log "pin: 3 spinners on CPUs 1-2, cpu.max 20 %: $u % of a CPU"
+check "pin: the spinners ran through the window" cg_busy pin
 check "restricted affinity: usage $u % within 5 % of 20 %" within "$u" 20 5
-wait_until 15 sh -c "! grep -q . $(cg_path pin)/cgroup.procs"
+spin_stop pin
 
 # runtime changes: 20 % -> 60 % -> max while spinning
 cg_new rc 100 > /dev/null && cg_max rc "20000 100000" || failed "change setup"
-spin_in rc 3 14
+spin_in rc 3 60
 sleep 2
 # steady state: a longer window than the within-a-period checks below
 u=$(cg_cpu_pct 4 rc); check "change: 20 % applies ($u %)" within "$u" 20 10
@@ -146,7 +149,8 @@ cg_max rc "60000 100000"; sleep 0.2
 u=$(cg_cpu_pct 2 rc); check "change: 60 % applies within a period ($u %)" within "$u" 60 10
 echo "max 100000" > "$(cg_path rc)/cpu.max"; sleep 0.2
 u=$(cg_cpu_pct 2 rc); check "change: max lifts the limit ($u % > 150 %)" fge "$u" 150
-wait_until 15 sh -c "! grep -q . $(cg_path rc)/cgroup.procs"
+check "change: the spinners ran through the windows" cg_busy rc
+spin_stop rc
 
 # moving a task: a spinner moves from an unlimited cgroup into a 20 % one
 # (limited within a period) and back out (unlimited again: as much as it
@@ -155,7 +159,7 @@ wait_until 15 sh -c "! grep -q . $(cg_path rc)/cgroup.procs"
 cg_new mvfree 100 > /dev/null && cg_new mvlim 100 > /dev/null && cg_max mvlim "20000 100000" \
     || failed "move setup"
 sleep 0.3
-agentcg-load spin --cgroup mvfree --threads 1 --duration 11 > /dev/null &
+agentcg-load spin --cgroup mvfree --threads 1 --duration 60 > /dev/null &
 mvpid=$!
 sleep 1
 u0=$(cg_cpu_pct 2 mvfree); log "move: the spinner before the move: $u0 % of a CPU"
@@ -166,15 +170,18 @@ u=$(cg_cpu_pct 2 mvfree)
 check "move back out: unlimited again ($u % >= 90 % of its $u0 % before the move)" \
     fge "$u" "$(calc "$u0 * 0.9")"
 check "move back out: not limited (>= 50 %, the limit was 20 %)" fge "$u" 50
-wait $mvpid
+check "move: the spinner ran through the windows" kill -0 $mvpid
+kill $mvpid; wait $mvpid
 
 # odd but valid values: a long period, and a tiny quota with a fork storm
 cg_new lp 100 > /dev/null && cg_max lp "500000 1000000" || failed "long period setup"
 sleep 0.3
-spin_in lp 2 9
+spin_in lp 2 60
 sleep 1
 u=$(cg_cpu_pct 6 lp); log "period 1 s, quota 0.5 s: $u %"
+check "lp: the spinners ran through the window" cg_busy lp
 check "period 1 s: usage $u % within 10 % of 50 %" within "$u" 50 10
+spin_stop lp
 cg_new tiny 100 > /dev/null && cg_max tiny "1000 1000000" || failed "tiny setup"
 sleep 0.5   # applied within a period (the cgroupfs source polls every 100 ms)
 agentcg-load forkstorm --cgroup tiny --procs 2 --duration 8 > /tmp/tiny.out &

@@ -52,7 +52,33 @@ max_dev() {
 }
 
 # spin_in CG THREADS SECS: background spinners in CG (output discarded).
+# Where a window measures them, give SECS room to spare and end them with
+# spin_stop: a loaded VM can stretch `sleep 2` plus a 10 s window past 13 s,
+# and a window that outlives some cgroups' spinners skews every share.
 spin_in() { agentcg-load spin --cgroup "$1" --threads "$2" --duration "$3" > /dev/null & }
+
+# uptime_s: guest uptime in seconds.
+uptime_s() { cut -d' ' -f1 /proc/uptime; }
+
+# cg_busy CG...: every CG still has a process in it (its load ran through
+# the window just measured).
+cg_busy() {
+    for _c in "$@"; do grep -q . "$(cg_path "$_c")/cgroup.procs" || return 1; done
+    return 0
+}
+
+# cg_idle CG...: no CG has a process left.
+cg_idle() {
+    for _c in "$@"; do ! grep -q . "$(cg_path "$_c")/cgroup.procs" || return 1; done
+    return 0
+}
+
+# spin_stop CG...: end the processes in every CG now (SIGTERM; agentcg-load
+# stops its workers and exits) and wait up to 30 s until the CGs are empty.
+spin_stop() {
+    for _c in "$@"; do kill $(cat "$(cg_path "$_c")/cgroup.procs") 2>/dev/null; done
+    wait_until 30 cg_idle "$@"
+}
 
 # within VALUE WANT PCT: VALUE within PCT percent (relative) of WANT.
 within() { awk -v v="$1" -v w="$2" -v p="$3" 'BEGIN { d = v - w; if (d < 0) d = -d; exit !(d <= w * p / 100) }'; }

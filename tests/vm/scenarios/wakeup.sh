@@ -20,10 +20,12 @@ cg_new probe 100 > /dev/null || fail "cgroup probe"
 
 # probe KIND (free|pinned): one measurement; prints the wakeup tool's line
 probe() {
-    spin_in noisy 8 $((W + 3)); sleep 1
+    spin_in noisy 8 $((W + 60)); sleep 1
     pin=; [ "$1" = pinned ] && pin="taskset -c 0"
-    cg_run probe $pin agentcg-load wakeup --interval-us 1000 --duration $W
-    wait_until 30 sh -c '! pidof agentcg-load' > /dev/null
+    _l=$(cg_run probe $pin agentcg-load wakeup --interval-us 1000 --duration $W)
+    if cg_busy noisy; then _nb=1; else _nb=0; fi
+    spin_stop noisy
+    echo "$_l noisy_through=$_nb"
 }
 med3() { printf '%s\n' "$@" | sort -n | sed -n 2p; }
 
@@ -38,6 +40,7 @@ for r in 1 2 3; do
             log "round $r $arm $kind: $line"
             eval "P50_${arm}_${kind}=\"\${P50_${arm}_${kind}:-} $(kv p50_us "$line")\""
             check_ge "round $r $arm $kind: probe ran" "$(kv samples "$line")" 100
+            check_eq "round $r $arm $kind: the spinners ran through the probe" 1 "$(kv noisy_through "$line")"
         done
         if [ $arm = agentcg ]; then
             # the first stats request of this scheduler run: its whole run
