@@ -857,6 +857,16 @@ s32 BPF_STRUCT_OPS(agentcg_select_cpu, struct task_struct *p, s32 prev_cpu,
 }
 
 /*
+ * For serving_key() of several CPUs in a row: they mostly serve the same
+ * cgroup, whose current key is then looked up once.
+ */
+struct key_memo {
+	u64 cgid;	/* 0: nothing remembered yet */
+	u64 key;	/* cvtime + reserved of @cgid */
+	bool found;	/* @cgid still existed */
+};
+
+/*
  * The key of the cgroup @cpuc serves, as it stands now: its charged vtime
  * plus the reservations on it, never earlier than the key it was picked
  * with. The pick-time key alone goes stale within a cgroup slice: a busy
@@ -865,33 +875,41 @@ s32 BPF_STRUCT_OPS(agentcg_select_cpu, struct task_struct *p, s32 prev_cpu,
  * frontier (update_activity()). Comparing the two made about one wake-up
  * in ten miss its preemption and wait for the slice to end.
  */
-static u64 serving_key(struct cpu_ctx *cpuc)
+static u64 serving_key(struct cpu_ctx *cpuc, struct key_memo *memo)
 {
-	struct cgroup *cgrp = bpf_cgroup_from_id(cpuc->cur_cgid);
+	struct cgroup *cgrp;
 	struct cgrp_ctx *cgc;
-	u64 key = cpuc->cur_key;
+	u64 cgid = cpuc->cur_cgid;
 
-	if (!cgrp)
-		return key;
-	cgc = cgrp_ctx_of(cgrp);
-	if (cgc)
-		key = vtime_max(key, cgc->cvtime + cgc->reserved);
-	bpf_cgroup_release(cgrp);
-	return key;
+	if (memo->cgid != cgid) {
+		memo->cgid = cgid;
+		memo->found = false;
+		cgrp = bpf_cgroup_from_id(cgid);
+		if (cgrp) {
+			cgc = cgrp_ctx_of(cgrp);
+			if (cgc) {
+				memo->key = cgc->cvtime + cgc->reserved;
+				memo->found = true;
+			}
+			bpf_cgroup_release(cgrp);
+		}
+	}
+	return memo->found ? vtime_max(cpuc->cur_key, memo->key) : cpuc->cur_key;
 }
 
 /*
  * May @p take @cpu from what it serves at all? If so, *@vkey is the key
  * @p's cgroup has to be earlier than.
  */
-static bool wake_victim_key(struct task_struct *p, struct cpu_ctx *cpuc,
-			    s32 cpu, u32 domain, u64 *vkey)
+static __always_inline bool wake_victim_key(struct task_struct *p,
+					    struct cpu_ctx *cpuc, s32 cpu, u32 domain,
+					    struct key_memo *memo, u64 *vkey)
 {
 	if (!cpuc || !cpuc->cur_cgid || !bpf_cpumask_test_cpu(cpu, p->cpus_ptr))
 		return false;
 	if (cells_active() && !cpu_in_domain(cpuc, domain))
 		return false;
-	*vkey = serving_key(cpuc);
+	*vkey = serving_key(cpuc, memo);
 	return true;
 }
 
@@ -910,11 +928,12 @@ static void wake_preempt_cpu(struct task_struct *p, u64 key, u32 domain)
 {
 	s32 cpu, self = bpf_get_smp_processor_id();
 	s32 start = scx_bpf_task_cpu(p), victim = -1;
+	struct key_memo memo = {};
 	u64 worst = key, vkey;
 	u32 i;
 
 	if (self >= 0 && self < nr_cpus &&
-	    wake_victim_key(p, this_cpu_ctx(), self, domain, &vkey) &&
+	    wake_victim_key(p, this_cpu_ctx(), self, domain, &memo, &vkey) &&
 	    vtime_before(key, vkey)) {
 		victim = self;
 	} else {
@@ -923,7 +942,7 @@ static void wake_preempt_cpu(struct task_struct *p, u64 key, u32 domain)
 
 			cpu = (start + i) % nr_cpus;
 			cpuc = bpf_map_lookup_percpu_elem(&cpu_ctxs, &(u32){0}, cpu);
-			if (wake_victim_key(p, cpuc, cpu, domain, &vkey) &&
+			if (wake_victim_key(p, cpuc, cpu, domain, &memo, &vkey) &&
 			    vtime_before(worst, vkey)) {
 				worst = vkey;
 				victim = cpu;
@@ -955,11 +974,12 @@ static void wake_preempt_cpu(struct task_struct *p, u64 key, u32 domain)
 static bool pinned_goes_first(struct task_struct *p, struct cgrp_ctx *cgc,
 			      u64 key, s32 cpu, bool wakeup)
 {
+	struct key_memo memo = {};
 	struct cpu_ctx *vc;
 	u64 vkey;
 
 	vc = bpf_map_lookup_percpu_elem(&cpu_ctxs, &(u32){0}, cpu);
-	if (!wake_victim_key(p, vc, cpu, cgc->domain, &vkey) ||
+	if (!wake_victim_key(p, vc, cpu, cgc->domain, &memo, &vkey) ||
 	    !vtime_before(key, vkey))
 		return false;
 	return !wakeup || vc->run_cgid != cgc->cgid;
