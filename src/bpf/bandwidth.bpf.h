@@ -123,6 +123,21 @@ static bool bw_may_stop(struct task_struct *p)
 	return !(p->flags & PF_EXITING) && !is_migration_disabled(p);
 }
 
+/*
+ * @slice cut to this CPU's part of @rem, the budget left on the task's
+ * path (bw_remaining()): every CPU may be running a task of the same
+ * limited cgroup. Never below AGENTCG_BW_MIN_SLICE_NS.
+ */
+static u64 bw_cap_slice(s64 rem, u64 slice)
+{
+	if (rem == BW_NO_LIMIT)
+		return slice;
+	rem /= nr_cpus;
+	if (rem < (s64)slice)
+		slice = rem > AGENTCG_BW_MIN_SLICE_NS ? rem : AGENTCG_BW_MIN_SLICE_NS;
+	return slice;
+}
+
 /* Smallest budget left on @cgrp's path, BW_NO_LIMIT if nothing is limited. */
 static s64 bw_remaining(struct cgroup *cgrp)
 {

@@ -196,6 +196,40 @@ static struct bpf_rb_node *domain_pop(u32 d)
 }
 
 /*
+ * The domain this CPU would serve next, of those it belongs to: the one
+ * whose head has the smallest key (*@keyp). Without cells, the tree's
+ * first node. Returns -1 if none of them has a queued cgroup.
+ */
+static s32 cpu_front(struct cpu_ctx *cpuc, u64 *keyp)
+{
+	struct bpf_rb_node *rb;
+	u64 key;
+	s32 best = -1;
+	u32 i;
+
+	if (!cells_active()) {
+		bpf_spin_lock(&tree_lock);
+		rb = bpf_rbtree_first(&tree);
+		if (rb) {
+			*keyp = container_of(rb, struct cgrp_node, rb)->key;
+			best = 0;
+		}
+		bpf_spin_unlock(&tree_lock);
+		return best;
+	}
+	bpf_for(i, 0, AGENTCG_CPU_DOMAINS) {
+		if (i >= cpuc->nr_domains)
+			break;
+		if (domain_head_key(cpuc->domains[i], &key) &&
+		    (best < 0 || vtime_before(key, *keyp))) {
+			best = cpuc->domains[i];
+			*keyp = key;
+		}
+	}
+	return best;
+}
+
+/*
  * Pop the node this CPU should serve: the smallest key among the heads of
  * its domains; with borrowing, else another cell's head. *@lent is set when
  * the node belongs to another cell.
@@ -204,8 +238,9 @@ static struct bpf_rb_node *pop_for_cpu(struct cpu_ctx *cpuc, bool no_borrow,
 				       bool *lent)
 {
 	struct bpf_rb_node *rb;
-	u64 key, best_key = 0;
-	u32 i, d, best = (u32)-1, start, nr;
+	u64 key;
+	u32 i, d, start, nr;
+	s32 best;
 
 	*lent = false;
 	if (!cells_active()) {
@@ -217,17 +252,8 @@ static struct bpf_rb_node *pop_for_cpu(struct cpu_ctx *cpuc, bool no_borrow,
 		return rb;
 	}
 
-	bpf_for(i, 0, AGENTCG_CPU_DOMAINS) {
-		if (i >= cpuc->nr_domains)
-			break;
-		d = cpuc->domains[i];
-		if (domain_head_key(d, &key) &&
-		    (best == (u32)-1 || vtime_before(key, best_key))) {
-			best = d;
-			best_key = key;
-		}
-	}
-	if (best != (u32)-1) {
+	best = cpu_front(cpuc, &key);
+	if (best >= 0) {
 		rb = domain_pop(best);
 		if (rb)
 			return rb;

@@ -65,6 +65,7 @@ enum agentcg_stat_idx {
 	STAT_PINNED_ENQ,	/* restricted-affinity task enqueued (pinned DSQ or its CPU) */
 	STAT_CGRP_DISPATCH,	/* task moved from a cgroup DSQ (picked from the tree) */
 	STAT_CGRP_STICKY,	/* task moved from the CPU's current cgroup (slice left) */
+	STAT_PREV_KEPT,		/* a task whose slice ran out kept its CPU: its cgroup still first */
 	STAT_PINNED_DISPATCH,	/* task moved from the CPU's pinned DSQ */
 	STAT_FALLBACK_DISPATCH,	/* task moved from the fallback DSQ */
 	STAT_HWT_UPDATE,	/* hierarchical weight recomputed */

@@ -18,7 +18,11 @@
  * share. A CPU that picked a cgroup keeps serving it for one cgroup slice
  * (cheap: no tree operation per task), and the pick reserves that slice in
  * the cgroup's key so other CPUs prefer other cgroups meanwhile. Inside a
- * cgroup, tasks are ordered by their own weighted vtime.
+ * cgroup, tasks are ordered by their own weighted vtime. A task whose
+ * slice ends is queued again only after the dispatch that replaces it, so
+ * its cgroup is weighed against the tree's front right there
+ * (prev_goes_on()); otherwise a cgroup with a task on every CPU lost each
+ * CPU at every slice end.
  *
  * Charging is exact: every task's runtime (sum_exec_runtime deltas, taken at
  * every tick and when it stops) is charged to its cgroup, whichever path
@@ -1222,31 +1226,67 @@ static bool dispatch_pinned(s32 cpu)
 }
 
 /*
- * Borrowing: dispatch runs before a task that used up its slice here is
- * queued again, so its own cell's domain looks empty. If that task (still
- * runnable) belongs to this CPU's cell, do not borrow: it goes on running
- * here (SCX_ENQ_LAST). Borrowing anyway lent the CPU once per slice, and
- * the owner took it back with a preemption each time (a lone spinner lost
- * 10-15 % of its own CPU).
+ * @prev used up its slice and is still runnable, but sched_ext queues it
+ * again only after this dispatch: its cgroup's DSQ may look empty and the
+ * cgroup be out of the tree. The tree then gave the CPU away at every
+ * slice end, however far ahead of its share the front cgroup was: with D(200)
+ * running 4 spinners on 4 CPUs, the bursty children of H(50) got ~25 %
+ * of the machine instead of 20 (herd scenario, host loaded). So @prev's
+ * cgroup competes here as if it were queued: if its key is not later than
+ * the front of this CPU's domains, @prev goes on with a new slice and the
+ * CPU serves its cgroup for a new cgroup slice. Only while its cgroup has
+ * nothing queued: otherwise the cgroup is in the tree and competes there.
+ *
+ * *@stay_home is set if @prev may run here at all (of this CPU's cell, not
+ * throttled): borrowing must not lend the CPU away from it then, else the
+ * owner takes it back with a preemption at every slice (a lone spinner
+ * lost 10-15 % of its CPU that way).
  */
-static bool prev_keeps_cpu(struct cpu_ctx *cpuc, struct task_struct *prev)
+static bool prev_goes_on(struct cpu_ctx *cpuc, struct task_struct *prev,
+			 u64 now, bool *stay_home)
 {
 	struct task_ctx *tctx;
 	struct cgroup *cgrp;
 	struct cgrp_ctx *cgc;
+	u64 key, front;
 	bool keep = false;
 
-	if (!borrowing || !cells_active() || !prev ||
-	    !(prev->scx.flags & SCX_TASK_QUEUED))
+	*stay_home = false;
+	if (!prev || !(prev->scx.flags & SCX_TASK_QUEUED) || is_pcpu_kthread(prev))
 		return false;
 	tctx = bpf_task_storage_get(&task_ctxs, prev, 0, 0);
-	if (!tctx || !tctx->cgid)
+	if (!tctx || !tctx->cgid || tctx->boosted)
 		return false;
 	cgrp = bpf_cgroup_from_id(tctx->cgid);
 	if (!cgrp)
 		return false;
 	cgc = cgrp_ctx_of(cgrp);
-	keep = cgc && cpu_in_domain(cpuc, cgc->domain) && !bw_throttled(cgrp);
+	if (!cgc || bw_throttled(cgrp) ||
+	    (cells_active() && !cpu_in_domain(cpuc, cgc->domain)))
+		goto out;
+	*stay_home = true;
+	if (thrash_capped(cgrp) || task_restricted(prev, cgc) ||
+	    scx_bpf_dsq_nr_queued(cgc->cgid))
+		goto out;
+
+	/* the caller released this CPU's reservation: the key is the cgroup's own */
+	key = cgrp_key(cgrp, cgc);
+	if (cpu_front(cpuc, &front) >= 0 && vtime_before(front, key))
+		goto out;
+
+	if (vtime_before(*vnow_of(cgc), cgc->cvtime))
+		*vnow_of(cgc) = cgc->cvtime;
+	refresh_hweight(cgrp, cgc);
+	cpuc->cur_cgid = cgc->cgid;
+	cpuc->cur_until = now + cgrp_slice_ns;
+	cpuc->cur_reserved = scale_by_hweight(cgrp_slice_ns, cgc->hweight_own);
+	cpuc->cur_key = key;
+	__sync_fetch_and_add(&cgc->reserved, cpuc->cur_reserved);
+	/* ops.running() does not run again for @prev: cut the slice here */
+	prev->scx.slice = bw_cap_slice(bw_remaining(cgrp),
+				       thrash_slice(cgrp, cgc, cgc->slice_ns ?: slice_ns));
+	keep = true;
+out:
 	bpf_cgroup_release(cgrp);
 	return keep;
 }
@@ -1255,6 +1295,7 @@ void BPF_STRUCT_OPS(agentcg_dispatch, s32 cpu, struct task_struct *prev)
 {
 	struct cpu_ctx *cpuc = this_cpu_ctx();
 	u64 now = bpf_ktime_get_ns();
+	bool stay_home;
 
 	if (!cpuc)
 		return;
@@ -1287,7 +1328,11 @@ void BPF_STRUCT_OPS(agentcg_dispatch, s32 cpu, struct task_struct *prev)
 		cpuc->lent = false;
 	}
 
-	if (pick_from_tree(cpuc, prev_keeps_cpu(cpuc, prev), now))
+	if (prev_goes_on(cpuc, prev, now, &stay_home)) {
+		stat_inc(STAT_PREV_KEPT);
+		return;
+	}
+	if (pick_from_tree(cpuc, stay_home, now))
 		return;
 
 	if (dispatch_pinned(cpu)) {
@@ -1357,11 +1402,7 @@ void BPF_STRUCT_OPS(agentcg_running, struct task_struct *p)
 			p->scx.slice = 0;
 			scx_bpf_kick_cpu(bpf_get_smp_processor_id(), SCX_KICK_PREEMPT);
 		} else {
-			if (rem != BW_NO_LIMIT)
-				rem /= nr_cpus;
-			if (rem < (s64)p->scx.slice)
-				p->scx.slice = rem > AGENTCG_BW_MIN_SLICE_NS ?
-					rem : AGENTCG_BW_MIN_SLICE_NS;
+			p->scx.slice = bw_cap_slice(rem, p->scx.slice);
 		}
 	}
 	cgc = cgrp_ctx_of(cgrp);
