@@ -21,9 +21,6 @@ cg_new A 100 > /dev/null; cg_new A/B 100 > /dev/null; cg_new A/C 100 > /dev/null
 cg_new noisy 100 > /dev/null; cg_new probe 100 > /dev/null; cg_new hb 100 > /dev/null
 cg_new q20 100 > /dev/null && cg_max q20 "20000 100000"
 
-# loads run with room to spare and end here, right after their window
-# (a window that outlives a cgroup's load skews its share)
-drain() { killall agentcg-load 2> /dev/null; wait_until 30 sh -c '! pidof agentcg-load' > /dev/null; }
 res() { echo "ARM-RESULT $ARM $REP $1 $2"; }
 
 arm_start() {
@@ -98,7 +95,7 @@ while [ $REP -le "$REPS" ]; do
     for ARM in $ARMS; do
         arm_start $ARM || { res error start; continue; }
         for c in f100 f200 f300; do spin_in $c 4 $((WIN + 60)); done
-        sleep 2; s=$(cg_shares $WIN f100 f200 f300); drain
+        sleep 2; s=$(cg_shares $WIN f100 f200 f300); drain_loads
         log "$ARM flat shares: $s"
         res flat "$(max_dev "$s" "16.7 33.3 50.0")"
 
@@ -117,7 +114,7 @@ while [ $REP -le "$REPS" ]; do
         fi
 
         for c in A/B A/C D; do spin_in $c 4 $((WIN + 60)); done
-        sleep 2; s=$(cg_shares $WIN A/B A/C D); drain
+        sleep 2; s=$(cg_shares $WIN A/B A/C D); drain_loads
         log "$ARM nested shares: $s"
         res nested "$(max_dev "$s" "16.7 16.7 66.7")"
 
@@ -127,17 +124,17 @@ while [ $REP -le "$REPS" ]; do
 
         spin_in noisy 8 $((WIN + 60)); sleep 1
         p=$(cyclictest_probe 2>/dev/null | cyc_p50_p99)
-        drain
+        drain_loads
         res cyclictest_p50_us "${p% *}"
         res cyclictest_p99_us "${p#* }"
 
         spin_in noisy 8 $((WIN + 60)); sleep 1
         p=$(traced_cyclictest)
-        drain
+        drain_loads
         res cyclictest_wake_run_p99_us "$p"
 
         spin_in q20 3 $((WIN + 60)); sleep 2
-        res cpumax20 "$(cg_cpu_pct $WIN q20)"; drain
+        res cpumax20 "$(cg_cpu_pct $WIN q20)"; drain_loads
         arm_stop $ARM
         log "rep $REP $ARM done"
     done

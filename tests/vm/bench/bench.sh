@@ -20,46 +20,43 @@ cg_new QP/c1 100 > /dev/null; cg_new QP/c3 300 > /dev/null
 # cpu.max case: CG SPINNERS -> usage in % of one CPU, with a busy neighbour
 bw_case() {
     spin_in bwnb 4 $((WIN + 60)); spin_in "$1" "$2" $((WIN + 60))
-    sleep 2; u=$(cg_cpu_pct $WIN "$1"); drain
+    sleep 2; u=$(cg_cpu_pct $WIN "$1"); drain_loads
     echo "$1 $u" >> "$out"
 }
 
-# loads run with room to spare and end here, right after their window
-# (a window that outlives a cgroup's load skews its share)
-drain() { killall agentcg-load 2> /dev/null; wait_until 30 sh -c '! pidof agentcg-load' > /dev/null; }
 
 # each case writes "KEY VALUE" lines to /tmp/res.$LABEL
 run_cases() {
     out=/tmp/res.$1
     : > "$out"
     for c in f100 f200 f300; do spin_in $c 4 $((WIN + 60)); done
-    sleep 2; s=$(cg_shares $WIN f100 f200 f300); drain
+    sleep 2; s=$(cg_shares $WIN f100 f200 f300); drain_loads
     echo "flat $s dev=$(max_dev "$s" "16.7 33.3 50.0")" >> "$out"
 
     for c in A/B A/C D; do spin_in $c 4 $((WIN + 60)); done
-    sleep 2; s=$(cg_shares $WIN A/B A/C D); drain
+    sleep 2; s=$(cg_shares $WIN A/B A/C D); drain_loads
     echo "nested $s dev=$(max_dev "$s" "16.7 16.7 66.7")" >> "$out"
 
     spin_in noisy 8 $((WIN + 60))
     sleep 1
-    l=$(agentcg-load wakeup --cgroup probe --interval-us 1000 --duration $WIN); drain
+    l=$(agentcg-load wakeup --cgroup probe --interval-us 1000 --duration $WIN); drain_loads
     echo "lat $l" >> "$out"
 
-    l=$(agentcg-load pingpong --cgroup pairs --pairs 2 --duration $WIN); drain
+    l=$(agentcg-load pingpong --cgroup pairs --pairs 2 --duration $WIN); drain_loads
     echo "pp $l" >> "$out"
 
     j=1; while [ $j -le 32 ]; do
         agentcg-load burst --cgroup H/k$j --on-ms 1 --off-ms 3 --duration $((WIN + 60)) > /dev/null &
         j=$((j + 1)); done
     spin_in HD 4 $((WIN + 60))
-    sleep 2; s=$(cg_shares $WIN H HD); drain
+    sleep 2; s=$(cg_shares $WIN H HD); drain_loads
     echo "herd $s" >> "$out"
 
     bw_case q10 3; bw_case q50 3; bw_case q150 4
     spin_in QP/c1 4 $((WIN + 60)); spin_in QP/c3 4 $((WIN + 60))
     sleep 2
     a1=$(cg_usage_us QP/c1); a3=$(cg_usage_us QP/c3); sleep $WIN; b1=$(cg_usage_us QP/c1); b3=$(cg_usage_us QP/c3)
-    drain
+    drain_loads
     echo "qnest $(calc "(($b1 - $a1) + ($b3 - $a3)) / ($WIN * 10000)") $(calc "($b3 - $a3) / (($b1 - $a1) + 1)")" >> "$out"
     log "$1 done: $(tr '\n' ';' < "$out")"
 }
@@ -81,7 +78,7 @@ policy() {
 }
 session_probe() {   # session_probe LABEL: p50/p99 of the chat probe
     spin_in $P/s1/bg 6 $((WIN + 60)); spin_in $P/s1/chat 2 $((WIN + 60)); sleep 1
-    l=$(agentcg-load wakeup --cgroup $P/s1/chat --interval-us 2000 --duration $WIN); drain
+    l=$(agentcg-load wakeup --cgroup $P/s1/chat --interval-us 2000 --duration $WIN); drain_loads
     echo "slat $l" >> "/tmp/res.$1"
 }
 

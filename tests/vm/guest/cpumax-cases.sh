@@ -68,7 +68,7 @@ case $SCHED_FLAGS in
         agentcg-load forkstorm --cgroup F$r/f --procs 3 --duration 3 > /dev/null &
         spin_in F$r/f 4 3
         sleep 3
-        wait_until 20 sh -c "! grep -q . $(cg_path F$r/s)/cgroup.procs && ! grep -q . $(cg_path F$r/f)/cgroup.procs" \
+        wait_until 20 cg_idle F$r/s F$r/f \
             || { stuck=$r; break; }
         sched_alive || { stuck="$r (scheduler exited)"; break; }
     done
@@ -124,7 +124,7 @@ win=$(calc "$t1 - $t0"); refills=$(awk -v w="$win" 'BEGIN { print int(w) + 1 }')
 bound=$((200 + refills * 100 + ovr))
 check "burst: total over the run bounded ($used ms in $win s <= $bound + 5 %)" fle "$used" "$(calc "$bound * 1.05")"
 check "burst: scheduler's usage agrees with cpu.stat (${busage:-0} vs $b us, 2 %)" within "${busage:-0}" "$b" 2
-wait_until 15 sh -c "! grep -q . $(cg_path bu)/cgroup.procs"
+wait_until 15 cg_idle bu
 spin_in nb 4 400
 
 # restricted affinity: spinners pinned to CPUs 1-2 (taskset) in a 20 %
@@ -190,7 +190,7 @@ u=$(cg_cpu_pct 6 tiny); log "quota 1 ms per 1 s with a fork storm: $u %"
 check "tiny quota holds ($u % <= 1 %)" fle "$u" 1
 # removing the limit lets the storm finish and report
 echo "max 1000000" > "$(cg_path tiny)/cpu.max"
-wait_until 30 sh -c "! grep -q . $(cg_path tiny)/cgroup.procs"
+wait_until 30 cg_idle tiny
 check "fork storm in the tiny cgroup finished once the limit was removed" test -s /tmp/tiny.out
 
 agentcg-load rawreq /var/run/scx/root/stats '{"req":"stats","args":{"target":"top"}}' > /tmp/bw.json

@@ -80,6 +80,11 @@ spin_stop() {
     wait_until 30 cg_idle "$@"
 }
 
+# drain_loads: end every agentcg-load process now and wait until they are
+# gone. Benchmark loads run with room to spare and end here, right after
+# their window: a window that outlives a cgroup's load skews its share.
+drain_loads() { killall agentcg-load 2> /dev/null; wait_until 30 sh -c '! pidof agentcg-load' > /dev/null; }
+
 # within VALUE WANT PCT: VALUE within PCT percent (relative) of WANT.
 within() { awk -v v="$1" -v w="$2" -v p="$3" 'BEGIN { d = v - w; if (d < 0) d = -d; exit !(d <= w * p / 100) }'; }
 

@@ -36,7 +36,7 @@ check "sB's spinners stay on its cell ($sb in $lb)" all_in_cpulist "$sb" "$lb"
 for c in $sa; do
     check "CPU $c is not shared by sA and sB" ! in_cpulist "$c" "$lb"
 done
-wait_until 15 sh -c "! grep -q . $(cg_path $P/sA)/cgroup.procs"
+wait_until 15 cg_idle $P/sA
 
 # --- a session created at run time gets a cell; removed, its cell goes
 mkdir "$CG_ROOT/$P/sC"

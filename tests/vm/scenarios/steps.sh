@@ -81,12 +81,13 @@ check_eq "exit status" 0 "$SCHED_RC"
 
 # --partial: the managed tree on SCHED_EXT (policy 7), everything else fair
 policy_of() { awk '/^policy/ { print $3 }' "/proc/$1/sched"; }
-agentcg-load spin --cgroup $P/s1/chat --threads 1 --duration 12 > /dev/null &
+agentcg-load spin --cgroup $P/s1/chat --threads 1 --duration 60 > /dev/null &
 inpid=$!
 cg_new outside 100 > /dev/null
-agentcg-load spin --cgroup outside --threads 1 --duration 12 > /dev/null &
+agentcg-load spin --cgroup outside --threads 1 --duration 60 > /dev/null &
 outpid=$!
 sched_start --cell-parent-cgroup $P --partial || fail "partial start"
+check "--partial: both spinners still run (a slow start outlasted them once)" kill -0 $inpid $outpid
 check "--partial: a task of the managed tree is switched to SCHED_EXT" wait_until 5 \
     sh -c "awk '/^policy/ { exit \$3 != 7 }' /proc/$inpid/sched"
 check_eq "--partial: a task outside stays on the fair class" 0 "$(policy_of $outpid)"
