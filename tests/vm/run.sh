@@ -24,12 +24,19 @@
 # Exit status: the scenario's exit status (from the guest's
 # "AGENTCG-VM-EXIT <rc>" marker); 124 on host timeout; 125 if the marker
 # never appeared (boot failure, panic, crash); 2 on bad usage.
+#
+# A guest that is still running at the host limit did not even get its own
+# time limit to work, so its kernel is likely stuck. It is then sent an NMI
+# through the qemu monitor: the kernel panics on it (unknown_nmi_panic) and
+# prints every task's state, every CPU's backtrace and all its buffered
+# messages (panic_print) to the console log before qemu is killed.
 set -euo pipefail
 
 HERE=$(cd "$(dirname "$0")" && pwd)
 REPO=$(cd "$HERE/../.." && pwd)
 LOCK=/tmp/agentcg-vm.lock
 GUEST_MARGIN=30   # seconds the guest limit stays below the host limit
+NMI_GRACE=30      # seconds a stuck guest gets to print its panic report
 
 smp=4 mem=4G timeout=300 append="" with_modules=0
 # Help text: the header comment block.
@@ -244,7 +251,9 @@ chmod +x "$root/init" "$root/scenario.sh"
 log=$work/console.log
 # tsc=reliable: keep the clocksource watchdog from dropping the TSC when the
 # emulated CPUs are slow to answer (TCG); mitigations=off: speed.
-cmdline="console=ttyS0 quiet loglevel=3 panic=-1 tsc=reliable mitigations=off $append"
+# unknown_nmi_panic, panic_print=0x61 (tasks, all messages, all CPUs'
+# backtraces): the report of a guest stuck at the host limit (see above).
+cmdline="console=ttyS0 quiet loglevel=3 panic=-1 tsc=reliable mitigations=off unknown_nmi_panic panic_print=0x61 $append"
 echo "run.sh: $(basename "$scenario") kernel=$KVER smp=$smp mem=$mem timeout=${timeout}s initramfs=$(( $(stat -c %s "$work/initramfs.cpio") / 1024 / 1024 ))MiB" >&2
 
 # One VM at a time on this machine (fd 9 holds the lock while qemu runs);
@@ -256,18 +265,39 @@ if ! flock -n 9; then
     flock 9
 fi
 vm_start=$SECONDS
+mon=$work/monitor.sock
+# At the host limit: NMI to a guest that is still running (see the header).
+(
+    sleep "$timeout" &
+    sleep_pid=$!
+    trap 'kill "$sleep_pid" 2>/dev/null; exit 0' TERM
+    wait "$sleep_pid"
+    [ -S "$mon" ] || exit 0
+    echo "run.sh: host timeout (${timeout}s) hit; sending the guest an NMI for its panic report" >&2
+    touch "$work/nmi-sent"
+    python3 -c 'import socket, sys, time
+s = socket.socket(socket.AF_UNIX)
+s.connect(sys.argv[1])
+time.sleep(0.5)
+s.sendall(b"nmi\n")
+time.sleep(1)' "$mon" 2>/dev/null || echo "run.sh: could not reach the qemu monitor" >&2
+) &
+nmi_pid=$!
 set +e
 # The console is copied through a filter that drops terminal escape
 # sequences (the firmware sends a terminal reset).
 # shellcheck disable=SC2086
-timeout -k 10 "$timeout" \
+timeout -k 10 "$((timeout + NMI_GRACE))" \
     qemu-system-x86_64 -accel tcg -cpu max -smp "$smp" -m "$mem" \
         -nographic -no-reboot -serial mon:stdio -nic none \
+        -monitor "unix:$mon,server=on,wait=off" \
         -kernel "$VMLINUZ" -initrd "$work/initramfs.cpio" -append "$cmdline" \
         ${VM_QEMU_ARGS:-} </dev/null 2>&1 \
     | sed -u -E 's/\x1b(\[[0-9;?]*[A-Za-z]|[A-Za-z])//g' \
     | tee "$log" ${VM_LOG:+"$VM_LOG"}
 qrc=${PIPESTATUS[0]}
+kill "$nmi_pid" 2>/dev/null
+wait "$nmi_pid" 2>/dev/null
 exec 9>&-
 echo "run.sh: VM ran for $((SECONDS - vm_start))s" >&2
 set -e
@@ -276,8 +306,8 @@ marker=$(tr -d '\r' < "$log" | grep -a -o 'AGENTCG-VM-EXIT [0-9]*' | tail -n1 | 
 if [ -n "$marker" ]; then
     exit "$marker"
 fi
-if [ "$qrc" = 124 ] || [ "$qrc" = 137 ]; then
-    echo "run.sh: host timeout (${timeout}s) hit; qemu killed" >&2
+if [ -e "$work/nmi-sent" ] || [ "$qrc" = 124 ] || [ "$qrc" = 137 ]; then
+    echo "run.sh: host timeout (${timeout}s) hit; qemu ended (rc=$qrc); the guest's panic report, if any, is at the end of the console log" >&2
     exit 124
 fi
 echo "run.sh: the guest never reported AGENTCG-VM-EXIT (qemu rc=$qrc)" >&2
