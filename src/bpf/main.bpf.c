@@ -1255,7 +1255,7 @@ static bool prev_goes_on(struct cpu_ctx *cpuc, struct task_struct *prev,
 	if (!prev || !(prev->scx.flags & SCX_TASK_QUEUED) || is_pcpu_kthread(prev))
 		return false;
 	tctx = bpf_task_storage_get(&task_ctxs, prev, 0, 0);
-	if (!tctx || !tctx->cgid || tctx->boosted)
+	if (!tctx || !tctx->cgid)
 		return false;
 	cgrp = bpf_cgroup_from_id(tctx->cgid);
 	if (!cgrp)
@@ -1265,7 +1265,7 @@ static bool prev_goes_on(struct cpu_ctx *cpuc, struct task_struct *prev,
 	    (cells_active() && !cpu_in_domain(cpuc, cgc->domain)))
 		goto out;
 	*stay_home = true;
-	if (thrash_capped(cgrp) || task_restricted(prev, cgc) ||
+	if (tctx->boosted || thrash_capped(cgrp) || task_restricted(prev, cgc) ||
 	    scx_bpf_dsq_nr_queued(cgc->cgid))
 		goto out;
 
