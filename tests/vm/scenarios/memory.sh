@@ -91,14 +91,18 @@ for c in $P/esc outside; do
 done
 agentcg-load memhog --cgroup $P/esc --mb 160 --threads 4 --duration 60 > /dev/null 2>&1 & esc=$!
 agentcg-load memhog --cgroup outside --mb 160 --threads 4 --duration 60 > /dev/null 2>&1 & out=$!
-frozen_seen=0
+frozen_seen=0 freeze_asked=0
 for i in $(seq 1 60); do
     grep -q "^frozen 1" "$(cg_path $P/esc)/cgroup.events" 2>/dev/null && frozen_seen=1
+    grep -q 1 "$(cg_path $P/esc)/cgroup.freeze" 2>/dev/null && freeze_asked=1
     kill -0 $esc 2>/dev/null || break
     sleep 0.5
 done
 kill -0 $esc 2>/dev/null; esc_alive=$?
 stats_json /tmp/e1.json
+# freeze_asked: cgroup.freeze read 1 (the scheduler asked); frozen_seen: the
+# kernel reported the freeze complete (cgroup.events), which the check wants
+log "escalation: cgroup.freeze seen 1: $freeze_asked, cgroup.events frozen seen 1: $frozen_seen"
 log "escalation: $(sed -n 's/.*"mem_escalation":{\([^}]*\)}.*/\1/p' /tmp/e1.json); outside freeze $(cat "$(cg_path outside)/cgroup.freeze")"
 check "escalation: the session was frozen" test $frozen_seen = 1
 check "escalation: the session was killed (its hog is gone)" test $esc_alive -ne 0
