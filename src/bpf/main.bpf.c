@@ -645,6 +645,26 @@ static bool cells_resync(struct cpu_ctx *cpuc)
 }
 
 /*
+ * This CPU starts serving @cgrp (tree key @key) for one cgroup slice: the
+ * slice's vtime is reserved in the cgroup's key so that other CPUs prefer
+ * other cgroups meanwhile. The served cgroup's charged vtime (without
+ * reservations) is also the progress every wake-up credit of its cell is
+ * measured against.
+ */
+static void serve_cgroup(struct cpu_ctx *cpuc, struct cgroup *cgrp,
+			 struct cgrp_ctx *cgc, u64 key, u64 now)
+{
+	if (vtime_before(*vnow_of(cgc), cgc->cvtime))
+		*vnow_of(cgc) = cgc->cvtime;
+	refresh_hweight(cgrp, cgc);
+	cpuc->cur_cgid = cgc->cgid;
+	cpuc->cur_until = now + cgrp_slice_ns;
+	cpuc->cur_reserved = scale_by_hweight(cgrp_slice_ns, cgc->hweight_own);
+	cpuc->cur_key = key;
+	__sync_fetch_and_add(&cgc->reserved, cpuc->cur_reserved);
+}
+
+/*
  * Pop the cgroup furthest behind its share and move one of its tasks to
  * this CPU. Returns true if a task was moved.
  */
@@ -717,13 +737,6 @@ static bool pick_from_tree(struct cpu_ctx *cpuc, bool no_borrow, u64 now)
 			continue;
 		}
 
-		/*
-		 * The front cgroup's charged vtime (without reservations) is
-		 * the progress every wake-up credit is measured against.
-		 */
-		if (vtime_before(*vnow_of(cgc), cgc->cvtime))
-			*vnow_of(cgc) = cgc->cvtime;
-
 		if (!scx_bpf_dsq_move_to_local(cgid, 0)) {
 			stat_inc(STAT_PICK_EMPTY);
 			unqueue(cgrp, cgc, node, seq);
@@ -736,12 +749,7 @@ static bool pick_from_tree(struct cpu_ctx *cpuc, bool no_borrow, u64 now)
 			stat_inc(STAT_BORROW);
 		cpuc->lent = lent;
 		__sync_fetch_and_add(&cgc->nr_dispatches, 1);
-		refresh_hweight(cgrp, cgc);
-		cpuc->cur_cgid = cgid;
-		cpuc->cur_until = now + cgrp_slice_ns;
-		cpuc->cur_reserved = scale_by_hweight(cgrp_slice_ns, cgc->hweight_own);
-		cpuc->cur_key = key;
-		__sync_fetch_and_add(&cgc->reserved, cpuc->cur_reserved);
+		serve_cgroup(cpuc, cgrp, cgc, key, now);
 
 		if (scx_bpf_dsq_nr_queued(cgid)) {
 			node->key = cgrp_key(cgrp, cgc);
@@ -1053,7 +1061,7 @@ void BPF_STRUCT_OPS(agentcg_enqueue, struct task_struct *p, u64 enq_flags)
 	struct cgrp_ctx *cgc;
 	struct cpu_ctx *cpuc;
 	u64 tvtime, slice;
-	bool was_queued;
+	bool was_queued, restricted;
 	s32 cpu;
 
 	if (is_pcpu_kthread(p)) {
@@ -1082,7 +1090,25 @@ void BPF_STRUCT_OPS(agentcg_enqueue, struct task_struct *p, u64 enq_flags)
 		enqueue_pinned(p, cgrp, cgc, true, slice, enq_flags);
 		goto out;
 	}
-	if (task_restricted(p, cgc)) {
+	restricted = task_restricted(p, cgc);
+
+	/*
+	 * Interactive steps: a waking task goes ahead while it has credit,
+	 * pinned or not (a pinned one only straight onto one of its CPUs:
+	 * the boost DSQ is for tasks any CPU of the domain can take).
+	 */
+	if (boost_on && (enq_flags & SCX_ENQ_WAKEUP) && !bw_throttled(cgrp) &&
+	    !thrash_penalised(cgrp) && boost_allowed(cgc, bpf_ktime_get_ns()) &&
+	    boost_enqueue(p, cgc->domain, slice, enq_flags, !restricted)) {
+		tctx = bpf_task_storage_get(&task_ctxs, p, 0, 0);
+		if (tctx)
+			tctx->boosted = true;
+		stat_inc(STAT_BOOST);
+		__sync_fetch_and_add(&cgc->nr_boosts, 1);
+		goto out;
+	}
+
+	if (restricted) {
 		enqueue_pinned(p, cgrp, cgc, false, slice, enq_flags);
 		goto out;
 	}
@@ -1095,18 +1121,6 @@ void BPF_STRUCT_OPS(agentcg_enqueue, struct task_struct *p, u64 enq_flags)
 	    (!cells_active() || (cpuc && cpu_in_domain(cpuc, cgc->domain)))) {
 		stat_inc(STAT_LAST_LOCAL);
 		scx_bpf_dsq_insert(p, SCX_DSQ_LOCAL, slice, enq_flags);
-		goto out;
-	}
-
-	/* interactive steps: a waking task goes ahead while it has credit */
-	if (boost_on && (enq_flags & SCX_ENQ_WAKEUP) && !bw_throttled(cgrp) &&
-	    !thrash_penalised(cgrp) && boost_allowed(cgc, bpf_ktime_get_ns())) {
-		tctx = bpf_task_storage_get(&task_ctxs, p, 0, 0);
-		if (tctx)
-			tctx->boosted = true;
-		stat_inc(STAT_BOOST);
-		__sync_fetch_and_add(&cgc->nr_boosts, 1);
-		boost_enqueue(p, cgc->domain, slice, enq_flags);
 		goto out;
 	}
 
@@ -1274,14 +1288,7 @@ static bool prev_goes_on(struct cpu_ctx *cpuc, struct task_struct *prev,
 	if (cpu_front(cpuc, &front) >= 0 && vtime_before(front, key))
 		goto out;
 
-	if (vtime_before(*vnow_of(cgc), cgc->cvtime))
-		*vnow_of(cgc) = cgc->cvtime;
-	refresh_hweight(cgrp, cgc);
-	cpuc->cur_cgid = cgc->cgid;
-	cpuc->cur_until = now + cgrp_slice_ns;
-	cpuc->cur_reserved = scale_by_hweight(cgrp_slice_ns, cgc->hweight_own);
-	cpuc->cur_key = key;
-	__sync_fetch_and_add(&cgc->reserved, cpuc->cur_reserved);
+	serve_cgroup(cpuc, cgrp, cgc, key, now);
 	/* ops.running() does not run again for @prev: cut the slice here */
 	prev->scx.slice = bw_cap_slice(bw_remaining(cgrp),
 				       thrash_slice(cgrp, cgc, cgc->slice_ns ?: slice_ns));

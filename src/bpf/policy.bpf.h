@@ -9,7 +9,8 @@
  * task that wakes goes straight to an idle CPU of its domain, or to the
  * head of a CPU running non-boosted work, preempting it (its previous CPU
  * first); only if every CPU runs boosted work does it wait on its domain's
- * boost DSQ, which CPUs serve before anything else. Boosted runs spend the cgroup's
+ * boost DSQ, which CPUs serve before anything else. A task pinned to some
+ * of the domain's CPUs is boosted onto one of those, or not at all. Boosted runs spend the cgroup's
  * burst credit, a token bucket refilled at refill_pct of one CPU up to
  * credit_max_ns; a step that is really CPU-bound runs its credit down and
  * is scheduled like any other cgroup until it refills. No userspace round
@@ -179,9 +180,11 @@ static s32 boost_target(struct task_struct *p, u32 d)
 /*
  * Queue boosted @p: straight at the head of a target CPU's local queue,
  * preempting what runs there; if there is no such CPU, on its domain's
- * boost DSQ, which CPUs serve before anything else.
+ * boost DSQ, which CPUs serve before anything else, if @may_queue.
+ * Returns false if @p was not queued.
  */
-static void boost_enqueue(struct task_struct *p, u32 d, u64 slice, u64 enq_flags)
+static bool boost_enqueue(struct task_struct *p, u32 d, u64 slice, u64 enq_flags,
+			  bool may_queue)
 {
 	s32 cpu = boost_target(p, d);
 	struct cpu_ctx *cpuc;
@@ -192,9 +195,12 @@ static void boost_enqueue(struct task_struct *p, u32 d, u64 slice, u64 enq_flags
 			cpuc->cur_until = 0;	/* its cgroup slice ends too */
 		scx_bpf_dsq_insert(p, SCX_DSQ_LOCAL_ON | cpu, slice, enq_flags | SCX_ENQ_PREEMPT);
 		scx_bpf_kick_cpu(cpu, SCX_KICK_IDLE);
-		return;
+		return true;
 	}
+	if (!may_queue)
+		return false;
 	scx_bpf_dsq_insert(p, BOOST_DSQ(d), slice, enq_flags);
+	return true;
 }
 
 /* Serve this CPU's boost DSQs first. */

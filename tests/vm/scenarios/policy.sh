@@ -85,6 +85,18 @@ check "boost lowers the interactive wakeup latency (p50 over 2 rounds: $sum_on <
 stats_json /tmp/p2.json
 check "boosts are counted" grep -q '"boosts":[0-9]' /tmp/p2.json
 
+# a task pinned to one CPU of its cell is boosted too: straight onto its
+# own CPU (before, pinned tasks went to the per-CPU queue unboosted)
+cp /tmp/on.toml /tmp/boost.toml; kill -HUP "$SCHED_PID"; sleep 0.5
+stats_json /tmp/p3.json
+l=$(taskset -c 2 agentcg-load wakeup --cgroup $P/s1/chat --interval-us 2000 --duration 3)
+stats_json /tmp/p4.json
+# (each stats connection counts from the start: take the difference)
+nb=$(( $(step_field /tmp/p4.json s1/chat boosts) - $(step_field /tmp/p3.json s1/chat boosts) ))
+log "pinned probe (CPU 2), boost on: $l; boosts $nb"
+check "a pinned interactive task's wakeups are boosted ($nb boosts in 3 s of 2 ms sleeps)" \
+    test "${nb:-0}" -gt 300
+
 # a bad reload keeps the previous policy
 cp /tmp/bad.toml /tmp/boost.toml
 kill -HUP "$SCHED_PID"
