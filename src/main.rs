@@ -293,6 +293,21 @@ fn load_policy(path: Option<&std::path::Path>) -> Result<Policy> {
     }
 }
 
+/// Selectors pick steps of the sessions under --cell-parent-cgroup; without
+/// that tree they would match nothing, silently. A file with profiles and
+/// tables only ([thrash]) is fine on its own.
+fn check_policy_scope(policy: &Policy, has_cell_parent: bool) -> Result<()> {
+    if !has_cell_parent && !policy.selectors.is_empty() {
+        bail!(
+            "the policy file has {} [[select]] entries, but selectors only apply to the steps of \
+             sessions under --cell-parent-cgroup: add --cell-parent-cgroup DIR, or drop the \
+             selectors (a file with only profiles and [thrash] works without it)",
+            policy.selectors.len()
+        );
+    }
+    Ok(())
+}
+
 /// A profile as the BPF side applies it.
 fn profile_cfg(p: &policy::Profile) -> bpf_intf::profile_cfg {
     let mult = (p.weight * bpf_intf::agentcg_consts_AGENTCG_MULT_ONE as f64).round();
@@ -354,6 +369,7 @@ impl<'a> Scheduler<'a> {
         let open_opts = opts.libbpf.clone().into_bpf_open_opts();
         // everything from the user is checked before anything is loaded
         let policy = load_policy(opts.policy.as_deref())?;
+        check_policy_scope(&policy, opts.cell_parent_cgroup.is_some())?;
         let cells = match &opts.cell_parent_cgroup {
             Some(parent) => Some(CellManager::new(
                 CellOpts {
@@ -586,7 +602,8 @@ impl<'a> Scheduler<'a> {
             info!("SIGHUP: no --policy file to reload");
             return;
         };
-        match load_policy(Some(&path)) {
+        let has_cell_parent = self.opts.cell_parent_cgroup.is_some();
+        match load_policy(Some(&path)).and_then(|p| check_policy_scope(&p, has_cell_parent).map(|_| p)) {
             Ok(p) => {
                 if let Some(h) = &self.esc_policy {
                     if let Ok(mut g) = h.lock() {
@@ -1227,6 +1244,21 @@ mod tests {
         assert_eq!(o.slice_us, 3000);
         assert_eq!(o.cgroup_slice_ns(), 3_000_000);
         assert!(!o.no_wake_preempt);
+    }
+
+    #[test]
+    fn policy_selectors_need_the_managed_tree() {
+        let with = Policy::parse_str(
+            "[profile.a]\nclass = \"tool\"\n[[select]]\nprofile = \"a\"\npath = \"x\"\n",
+            "p.toml",
+        )
+        .unwrap();
+        let e = check_policy_scope(&with, false).unwrap_err().to_string();
+        assert!(e.contains("--cell-parent-cgroup"), "{e}");
+        assert!(check_policy_scope(&with, true).is_ok());
+        let without = Policy::parse_str("[thrash]\nenter_permille = 300\n", "p.toml").unwrap();
+        assert!(check_policy_scope(&without, false).is_ok());
+        assert!(check_policy_scope(&Policy::builtin(), false).is_ok());
     }
 
     #[test]

@@ -13,6 +13,7 @@ printf '[[select]]\npath = "x"\nprofile = "nope"\n' > /tmp/p5.toml
 printf '[profile.a]\nclass = "tool"\n\n[[select]]\nprofile = "a"\nsession = "s_*"\n[[select]]\nprofile = "a"\nsession = "*_1"\n' > /tmp/p6.toml
 printf '[profile.a\nclass = "tool"\n' > /tmp/p7.toml
 printf '[profile.a]\nclass = "tool"\n[[select]]\nprofile = "a"\n' > /tmp/p8.toml
+printf '[profile.a]\nclass = "tool"\n[[select]]\nprofile = "a"\npath = "probe"\n' > /tmp/p9.toml
 
 # case ARGS... | EXPECTED-SUBSTRING   (one per line)
 while IFS='|' read -r args want; do
@@ -52,6 +53,7 @@ done <<'EOF'
 --policy /tmp/p6.toml|/tmp/p6.toml:9: selectors at lines 6 and 9 both match
 --policy /tmp/p7.toml|/tmp/p7.toml:1:
 --policy /tmp/p8.toml|/tmp/p8.toml:3: a selector needs exactly one of path, session or comm
+--policy /tmp/p9.toml|selectors only apply to the steps of sessions under --cell-parent-cgroup
 --no-such-flag|unexpected argument '--no-such-flag'
 EOF
 
