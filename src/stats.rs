@@ -150,6 +150,8 @@ pub struct Metrics {
     pub dsp_sticky: u64,
     #[stat(desc = "Dispatches: a task whose slice ran out kept its CPU (its cgroup still first)")]
     pub dsp_prev: u64,
+    #[stat(desc = "Dispatches from a cgroup queue that took a task which last ran on that CPU")]
+    pub dsp_cpu_local: u64,
     #[stat(desc = "Dispatches: idle CPU found at wakeup, inserted locally")]
     pub dsp_idle_local: u64,
     #[stat(desc = "Dispatches: per-CPU kthread inserted locally")]
@@ -418,6 +420,7 @@ pub fn metrics_between(prev: &Snapshot, cur: &Snapshot) -> Metrics {
         dsp_tree: d(agentcg_stat_idx_STAT_CGRP_DISPATCH),
         dsp_sticky: d(agentcg_stat_idx_STAT_CGRP_STICKY),
         dsp_prev: d(agentcg_stat_idx_STAT_PREV_KEPT),
+        dsp_cpu_local: d(agentcg_stat_idx_STAT_MOVE_LOCAL),
         dsp_idle_local: d(agentcg_stat_idx_STAT_IDLE_LOCAL),
         dsp_kthread: d(agentcg_stat_idx_STAT_KTHREAD_LOCAL),
         dsp_last: d(agentcg_stat_idx_STAT_LAST_LOCAL),
@@ -455,7 +458,7 @@ impl Metrics {
     pub fn format<W: Write>(&self, w: &mut W) -> Result<()> {
         writeln!(
             w,
-            "[{}] cgroups run/act/all {}/{}/{} | dsp tree {} sticky {} prev {} idle {} last {} kthr {} pinned {} fallback {} | hwt upd/hit {}/{} | requeue {} empty {} giveup {} rescue {} preempt {}",
+            "[{}] cgroups run/act/all {}/{}/{} | dsp tree {} sticky {} prev {} cpu-local {} idle {} last {} kthr {} pinned {} fallback {} | hwt upd/hit {}/{} | requeue {} empty {} giveup {} rescue {} preempt {}",
             crate::SCHEDULER_NAME,
             self.nr_runnable_cgroups,
             self.nr_active_cgroups,
@@ -463,6 +466,7 @@ impl Metrics {
             self.dsp_tree,
             self.dsp_sticky,
             self.dsp_prev,
+            self.dsp_cpu_local,
             self.dsp_idle_local,
             self.dsp_last,
             self.dsp_kthread,

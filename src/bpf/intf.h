@@ -22,6 +22,8 @@ enum agentcg_consts {
 	AGENTCG_MAX_CPUS	= 512,
 	/* how many tree nodes one dispatch may look at before giving up */
 	AGENTCG_PICK_RETRIES	= 16,
+	/* tasks of a cgroup DSQ a dispatch looks at for one that last ran here */
+	AGENTCG_LOCAL_LOOKAHEAD	= 4,
 	/* how far (in cgroup slices of vtime) a cgroup may lag its ancestors */
 	AGENTCG_HERD_SLACK	= 2,
 	/* period of the stranded-cgroup sweep, and cgroups fixed per sweep */
@@ -66,6 +68,7 @@ enum agentcg_stat_idx {
 	STAT_CGRP_DISPATCH,	/* task moved from a cgroup DSQ (picked from the tree) */
 	STAT_CGRP_STICKY,	/* task moved from the CPU's current cgroup (slice left) */
 	STAT_PREV_KEPT,		/* a task whose slice ran out kept its CPU: its cgroup still first */
+	STAT_MOVE_LOCAL,	/* a cgroup DSQ gave a task that last ran on this CPU */
 	STAT_PINNED_DISPATCH,	/* task moved from the CPU's pinned DSQ */
 	STAT_FALLBACK_DISPATCH,	/* task moved from the fallback DSQ */
 	STAT_HWT_UPDATE,	/* hierarchical weight recomputed */

@@ -18,7 +18,8 @@
  * share. A CPU that picked a cgroup keeps serving it for one cgroup slice
  * (cheap: no tree operation per task), and the pick reserves that slice in
  * the cgroup's key so other CPUs prefer other cgroups meanwhile. Inside a
- * cgroup, tasks are ordered by their own weighted vtime. A task whose
+ * cgroup, tasks are ordered by their own weighted vtime (a dispatch takes,
+ * among the first few, one that last ran on its CPU). A task whose
  * slice ends is queued again only after the dispatch that replaces it, so
  * its cgroup is weighed against the tree's front right there
  * (prev_goes_on()); otherwise a cgroup with a task on every CPU lost each
@@ -645,6 +646,32 @@ static bool cells_resync(struct cpu_ctx *cpuc)
 }
 
 /*
+ * Move a task of cgroup DSQ @cgid to this CPU: among the first few in
+ * vtime order, one that last ran here, else the first. A task that last
+ * ran elsewhere has to be pulled across runqueues (two rq locks, its
+ * cache left behind), and that is the dearest part of a dispatch under
+ * TCG, where it runs with interrupts off. The lookahead is short, so a
+ * task passed over here is soon taken by its own CPU or by the next pick.
+ */
+static bool move_cgroup_task(u64 cgid)
+{
+	s32 cpu = bpf_get_smp_processor_id();
+	struct task_struct *p;
+	u32 seen = 0;
+
+	bpf_for_each(scx_dsq, p, cgid, 0) {
+		if (++seen > AGENTCG_LOCAL_LOOKAHEAD)
+			break;
+		if (scx_bpf_task_cpu(p) == cpu &&
+		    scx_bpf_dsq_move(BPF_FOR_EACH_ITER, p, SCX_DSQ_LOCAL, 0)) {
+			stat_inc(STAT_MOVE_LOCAL);
+			return true;
+		}
+	}
+	return scx_bpf_dsq_move_to_local(cgid, 0);
+}
+
+/*
  * This CPU starts serving @cgrp (tree key @key) for one cgroup slice: the
  * slice's vtime is reserved in the cgroup's key so that other CPUs prefer
  * other cgroups meanwhile. The served cgroup's charged vtime (without
@@ -737,7 +764,7 @@ static bool pick_from_tree(struct cpu_ctx *cpuc, bool no_borrow, u64 now)
 			continue;
 		}
 
-		if (!scx_bpf_dsq_move_to_local(cgid, 0)) {
+		if (!move_cgroup_task(cgid)) {
 			stat_inc(STAT_PICK_EMPTY);
 			unqueue(cgrp, cgc, node, seq);
 			bpf_cgroup_release(cgrp);
@@ -1327,7 +1354,7 @@ void BPF_STRUCT_OPS(agentcg_dispatch, s32 cpu, struct task_struct *prev)
 		/* a lent CPU looks at its own cell first every time */
 		if (!cpuc->lent && vtime_before(now, cpuc->cur_until) &&
 		    !cgid_bw_throttled(cpuc->cur_cgid) &&
-		    scx_bpf_dsq_move_to_local(cpuc->cur_cgid, 0)) {
+		    move_cgroup_task(cpuc->cur_cgid)) {
 			stat_inc(STAT_CGRP_STICKY);
 			return;
 		}

@@ -16,7 +16,7 @@ sleep 2
 agentcg-load rawreq "$SOCK" "$req" > /tmp/r2 || failed "second stats request"
 log "reply: $(head -c 600 /tmp/r2)"
 check "reply has errno 0" grep -q '"errno":0' /tmp/r2
-for f in nr_cpus nr_runnable_cgroups nr_active_cgroups nr_cgroups dsp_tree dsp_sticky dsp_prev \
+for f in nr_cpus nr_runnable_cgroups nr_active_cgroups nr_cgroups dsp_tree dsp_sticky dsp_prev dsp_cpu_local \
          dsp_idle_local dsp_last dsp_kthread dsp_pinned dsp_fallback activations \
          hweight_updates hweight_cached requeues pick_empty pick_giveups rescues wake_preempts cgroups; do
     check "reply has field $f" grep -q "\"$f\":" /tmp/r2
