@@ -68,8 +68,8 @@ shares() { get "$1" "$2" | awk '{ s = ""; for (i = 2; i <= NF; i++) if ($i !~ /^
 # of its session (background at half weight), and how long a new session
 # waits for its cell
 P=agentcg
-mkdir -p "$CG_ROOT/$P" && echo "+cpu +cpuset +memory" > "$CG_ROOT/$P/cgroup.subtree_control"
-cg_new $P/s1 100 > /dev/null && echo "+cpu +cpuset +memory" > "$CG_ROOT/$P/s1/cgroup.subtree_control"
+cg_parent $P > /dev/null
+cg_parent $P/s1 100 > /dev/null
 cg_new $P/s1/chat 100 > /dev/null; cg_new $P/s1/bg 100 > /dev/null
 policy() {
     printf '[profile.chat]\nclass = "interactive"\nwakeup_boost = %s\nburst_credit_ms = 50\nburst_refill_pct = 20\n' "$1"

@@ -22,7 +22,7 @@ P=agentcg
 N=$((LOWN + 1))
 LIMIT=$(awk -v d="$MAXDUR" 'BEGIN { printf "%d", d * 4 + 10 }')   # s before a run is stopped
 SHARE=$((TOTAL / N))
-mkdir -p "$CG_ROOT/$P" && echo "+cpu +cpuset +memory" > "$CG_ROOT/$P/cgroup.subtree_control" \
+cg_parent $P > /dev/null \
     || fail "managed parent"
 echo "${TOTAL}M" > "$CG_ROOT/$P/memory.max" || fail "parent memory.max"
 echo 0 > "$CG_ROOT/$P/memory.swap.max" 2>/dev/null
@@ -73,7 +73,7 @@ reset_sessions() {
             for c in "$f"/*/; do [ -d "$c" ] && rmdir "$c" 2>/dev/null; done
             rmdir "$f" 2>/dev/null
         fi
-        mkdir -p "$f" && echo "+cpu +cpuset +memory" > "$f/cgroup.subtree_control"
+        cg_parent "$f" > /dev/null
     done
 }
 

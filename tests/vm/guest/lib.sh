@@ -138,6 +138,13 @@ cg_new() {
     echo "$_p"
 }
 
+# cg_parent P [WEIGHT]: cg_new P, with cpu, cpuset and memory enabled for
+# P's children too (a managed parent, or a session whose steps are
+# cgroups). Prints the absolute path.
+cg_parent() {
+    _pp=$(cg_new "$@") && echo "+cpu +cpuset +memory" > "$_pp/cgroup.subtree_control" && echo "$_pp"
+}
+
 # cg_usage_us P: usage_usec from P's cpu.stat.
 cg_usage_us() { awk '$1 == "usage_usec" { print $2 }' "$(cg_path "$1")/cpu.stat"; }
 

@@ -8,7 +8,7 @@
 . /lib/agentcg/measure.sh
 
 P=agentcg
-mkdir -p "$CG_ROOT/$P" && echo "+cpu +cpuset +memory" > "$CG_ROOT/$P/cgroup.subtree_control" \
+cg_parent $P > /dev/null \
     || fail "managed parent"
 cg_new $P/sA 100 > /dev/null && cg_new $P/sB 100 > /dev/null || fail "sessions"
 

@@ -7,9 +7,9 @@
 . /lib/agentcg/measure.sh
 
 P=agentcg
-mkdir -p "$CG_ROOT/$P" && echo "+cpu +cpuset +memory" > "$CG_ROOT/$P/cgroup.subtree_control" \
+cg_parent $P > /dev/null \
     || fail "managed parent"
-cg_new $P/base 100 > /dev/null && echo "+cpu +cpuset +memory" > "$CG_ROOT/$P/base/cgroup.subtree_control"
+cg_parent $P/base 100 > /dev/null
 cg_new load 100 > /dev/null
 printf '[profile.bg]\nclass = "background"\ncpus_pct = 50\n[[select]]\nprofile = "bg"\npath = "%s/*/bg*"\n' $P > /tmp/h.toml
 

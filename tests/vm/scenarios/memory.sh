@@ -9,7 +9,7 @@
 . /lib/agentcg/measure.sh
 
 P=agentcg
-mkdir -p "$CG_ROOT/$P" && echo "+cpu +cpuset +memory" > "$CG_ROOT/$P/cgroup.subtree_control" \
+cg_parent $P > /dev/null \
     || fail "managed parent"
 
 # ---- memcg_ops: the probe is negative on this kernel

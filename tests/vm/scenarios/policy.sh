@@ -9,9 +9,9 @@
 . /lib/agentcg/measure.sh
 
 P=agentcg
-mkdir -p "$CG_ROOT/$P" && echo "+cpu +cpuset +memory" > "$CG_ROOT/$P/cgroup.subtree_control" \
+cg_parent $P > /dev/null \
     || fail "managed parent"
-cg_new $P/s1 100 > /dev/null && echo "+cpu +cpuset +memory" > "$CG_ROOT/$P/s1/cgroup.subtree_control" \
+cg_parent $P/s1 100 > /dev/null \
     || fail "session"
 cg_new $P/s1/chat 100 > /dev/null && cg_new $P/s1/bg 100 > /dev/null || fail "steps"
 

@@ -8,7 +8,7 @@
 . /lib/agentcg/measure.sh
 
 check "bash is in the VM" test -x /bin/bash
-mkdir -p "$CG_ROOT/agentcg" && echo "+cpu +cpuset +memory" > "$CG_ROOT/agentcg/cgroup.subtree_control"
+cg_parent agentcg > /dev/null
 cg_new agentcg/s1 100 > /dev/null
 
 # the unit's ExecStart, with the example /etc/default/scx

@@ -11,7 +11,7 @@
 
 zram_swap 1G || fail "zram swap"
 P=agentcg
-mkdir -p "$CG_ROOT/$P" && echo "+cpu +cpuset +memory" > "$CG_ROOT/$P/cgroup.subtree_control" \
+cg_parent $P > /dev/null \
     || fail "managed parent"
 cg_new $P/hog 100 > /dev/null && echo 48M > "$CG_ROOT/$P/hog/memory.high" || fail "hog session"
 cg_new $P/probe 100 > /dev/null || fail "probe session"

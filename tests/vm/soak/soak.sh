@@ -9,7 +9,7 @@
 
 SOAK=${SOAK_SECS:-600}
 P=agentcg
-mkdir -p "$CG_ROOT/$P" && echo "+cpu +cpuset +memory" > "$CG_ROOT/$P/cgroup.subtree_control"
+cg_parent $P > /dev/null
 cat > /tmp/soak.toml <<POL
 [profile.chat]
 class = "interactive"
