@@ -258,6 +258,9 @@ pub struct Inputs {
     pub high: Option<u64>,
     /// the session still has tasks (cgroup.events "populated")
     pub populated: bool,
+    /// the kernel reports a requested freeze complete (cgroup.events
+    /// "frozen"); None if unreadable
+    pub frozen: Option<bool>,
 }
 
 impl Default for Inputs {
@@ -269,6 +272,7 @@ impl Default for Inputs {
             current: None,
             high: None,
             populated: true,
+            frozen: None,
         }
     }
 }
@@ -438,12 +442,41 @@ pub fn parse_limit(text: &str) -> Option<u64> {
     text.trim().parse::<u64>().ok()
 }
 
-/// `populated` of a `cgroup.events` text; None when it is not there.
-pub fn parse_populated(text: &str) -> Option<bool> {
+/// A flag (`populated`, `frozen`) of a `cgroup.events` text; None when
+/// it is not there.
+pub fn parse_events_flag(text: &str, key: &str) -> Option<bool> {
     text.lines().find_map(|l| {
         let mut tok = l.split_whitespace();
-        (tok.next() == Some("populated")).then(|| tok.next() != Some("0"))
+        (tok.next() == Some(key)).then(|| tok.next() != Some("0"))
     })
+}
+
+/// Why a session is killed (@old: its state before the kill), for the log.
+pub fn kill_reason(old: &SessionState, i: &Inputs, now_ms: u64) -> String {
+    let held = now_ms.saturating_sub(old.since_ms);
+    let mut why = if old.phase == Phase::Killed {
+        return "it still had tasks after the last kill".to_string();
+    } else if old.max_hit {
+        format!("frozen {held} ms and it hit memory.max while throttled")
+    } else if i.over_high() {
+        format!("frozen {held} ms and still above its memory.high")
+    } else {
+        format!("frozen {held} ms, its second freeze before its memory pressure cleared")
+    };
+    why += freeze_note(i);
+    why
+}
+
+/// For the log of a thaw or kill: whether the kernel had finished the
+/// freeze. Tasks in reclaim or in memory.high throttling stop only when
+/// they get back to user space, which under heavy reclaim can take longer
+/// than the session stays frozen.
+pub fn freeze_note(i: &Inputs) -> &'static str {
+    if i.frozen == Some(false) {
+        "; the kernel had not completed the freeze (tasks still in reclaim or throttling)"
+    } else {
+        ""
+    }
 }
 
 /// Counters of the escalator's actions and each session's phase, for the
@@ -699,6 +732,7 @@ impl Escalator {
     fn inputs_of(&mut self, name: &str, dir: &Path) -> Option<Inputs> {
         let psi = parse_pressure(&Self::read(dir, "memory.pressure")?)?;
         let now_ev = Self::read(dir, "memory.events").map(|t| parse_mem_events(&t));
+        let cg_events = Self::read(dir, "cgroup.events");
         let s = self.sessions.get_mut(name)?;
         let events = match (now_ev, s.events) {
             (Some(n), Some(p)) => n.delta(&p),
@@ -713,9 +747,11 @@ impl Escalator {
             events,
             current: Self::read(dir, "memory.current").and_then(|t| parse_limit(&t)),
             high: Self::read(dir, "memory.high").and_then(|t| parse_limit(&t)),
-            populated: Self::read(dir, "cgroup.events")
-                .and_then(|t| parse_populated(&t))
+            populated: cg_events
+                .as_deref()
+                .and_then(|t| parse_events_flag(t, "populated"))
                 .unwrap_or(true),
+            frozen: cg_events.as_deref().and_then(|t| parse_events_flag(t, "frozen")),
         })
     }
 
@@ -760,26 +796,15 @@ impl Escalator {
                     info!("mem-escalation: session {rel} has no tasks left after the kill: unfrozen for later steps");
                 } else {
                     info!(
-                        "mem-escalation: session {rel} thawed after {} ms frozen: it is within its memory limits ({what})",
-                        now_ms.saturating_sub(old.since_ms)
+                        "mem-escalation: session {rel} thawed after {} ms frozen: it is within its memory limits{} ({what})",
+                        now_ms.saturating_sub(old.since_ms),
+                        freeze_note(i)
                     );
                 }
             }
             Action::Kill => {
                 self.guarded_write(name, "cgroup.kill", "1")?;
-                let why = if old.phase == Phase::Killed {
-                    "it still had tasks after the last kill".to_string()
-                } else if old.max_hit {
-                    format!(
-                        "frozen {} ms and it hit memory.max while throttled",
-                        now_ms.saturating_sub(old.since_ms)
-                    )
-                } else {
-                    format!(
-                        "frozen {} ms and still above its memory.high",
-                        now_ms.saturating_sub(old.since_ms)
-                    )
-                };
+                let why = kill_reason(old, i, now_ms);
                 warn!("mem-escalation: session {rel} killed: {why} ({what})");
             }
         }
@@ -1056,6 +1081,25 @@ mod tests {
     }
 
     #[test]
+    fn kill_reasons_name_what_decided() {
+        let mut old = SessionState::enter(Phase::SoftPaused, 1000);
+        let over = Inputs { current: Some(600), high: Some(512), frozen: Some(true), ..Inputs::default() };
+        assert_eq!(kill_reason(&old, &over, 4000), "frozen 3000 ms and still above its memory.high");
+        // under memory.high: the second freeze decided, and the log must not
+        // claim otherwise; a freeze the kernel never completed is said too
+        old.freezes = 2;
+        let under = Inputs { current: Some(300), high: Some(512), frozen: Some(false), ..Inputs::default() };
+        let why = kill_reason(&old, &under, 4000);
+        assert!(why.starts_with("frozen 3000 ms, its second freeze"), "{why}");
+        assert!(why.contains("had not completed the freeze"), "{why}");
+        old.max_hit = true;
+        assert!(kill_reason(&old, &under, 4000).contains("hit memory.max"));
+        let killed = SessionState::enter(Phase::Killed, 1000);
+        assert_eq!(kill_reason(&killed, &under, 4000), "it still had tasks after the last kill");
+        assert_eq!(freeze_note(&over), "");
+    }
+
+    #[test]
     fn frozen_session_that_hit_max_is_killed() {
         let mut s = SessionState::running(0);
         run(&mut s, inp(90.0), 0, 100);
@@ -1196,9 +1240,11 @@ mod tests {
 
         assert_eq!(parse_limit("max\n"), None);
         assert_eq!(parse_limit("536870912\n"), Some(536_870_912));
-        assert_eq!(parse_populated("populated 0\nfrozen 1\n"), Some(false));
-        assert_eq!(parse_populated("populated 1\n"), Some(true));
-        assert_eq!(parse_populated("frozen 0\n"), None);
+        assert_eq!(parse_events_flag("populated 0\nfrozen 1\n", "populated"), Some(false));
+        assert_eq!(parse_events_flag("populated 1\n", "populated"), Some(true));
+        assert_eq!(parse_events_flag("frozen 0\n", "populated"), None);
+        assert_eq!(parse_events_flag("populated 0\nfrozen 1\n", "frozen"), Some(true));
+        assert_eq!(parse_events_flag("populated 1\nfrozen 0\n", "frozen"), Some(false));
     }
 
     /// A fake cgroup tree in a temp dir, removed on drop.

@@ -10,11 +10,11 @@
  * head of a CPU running non-boosted work, preempting it (its previous CPU
  * first); only if every CPU runs boosted work does it wait on its domain's
  * boost DSQ, which CPUs serve before anything else. A task pinned to some
- * of the domain's CPUs is boosted onto one of those, or not at all. Boosted runs spend the cgroup's
- * burst credit, a token bucket refilled at refill_pct of one CPU up to
- * credit_max_ns; a step that is really CPU-bound runs its credit down and
- * is scheduled like any other cgroup until it refills. No userspace round
- * trip is involved.
+ * of the domain's CPUs is boosted onto one of those, or not at all.
+ * Boosted runs spend the cgroup's burst credit, a token bucket refilled
+ * at refill_pct of one CPU up to credit_max_ns; a step that is really
+ * CPU-bound runs its credit down and is scheduled like any other cgroup
+ * until it refills. No userspace round trip is involved.
  */
 #ifndef __AGENTCG_POLICY_BPF_H
 #define __AGENTCG_POLICY_BPF_H
