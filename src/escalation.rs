@@ -278,6 +278,11 @@ impl Default for Inputs {
 }
 
 impl Inputs {
+    /// memory.max was hit (or the OOM killer ran) since the last tick
+    pub fn hit_max(&self) -> bool {
+        self.events.max > 0 || self.events.oom > 0
+    }
+
     /// memory.current above a finite memory.high
     pub fn over_high(&self) -> bool {
         matches!((self.current, self.high), (Some(c), Some(h)) if c > h)
@@ -309,7 +314,7 @@ pub fn step(
     cfg: &EscalationConfig,
 ) -> (SessionState, Option<Action>) {
     let full = i.full_avg10;
-    let hit_max = i.events.max > 0 || i.events.oom > 0;
+    let hit_max = i.hit_max();
     match s.phase {
         Phase::Running => {
             if full > cfg.throttle_full_pct {
@@ -456,8 +461,8 @@ pub fn kill_reason(old: &SessionState, i: &Inputs, now_ms: u64) -> String {
     let held = now_ms.saturating_sub(old.since_ms);
     let mut why = if old.phase == Phase::Killed {
         return "it still had tasks after the last kill".to_string();
-    } else if old.max_hit {
-        format!("frozen {held} ms and it hit memory.max while throttled")
+    } else if old.max_hit || i.hit_max() {
+        format!("frozen {held} ms and it hit memory.max while throttled or frozen")
     } else if i.over_high() {
         format!("frozen {held} ms and still above its memory.high")
     } else {
@@ -1092,6 +1097,10 @@ mod tests {
         let why = kill_reason(&old, &under, 4000);
         assert!(why.starts_with("frozen 3000 ms, its second freeze"), "{why}");
         assert!(why.contains("had not completed the freeze"), "{why}");
+        // memory.max hit in the very tick that kills: that is the reason
+        let mut hit = under;
+        hit.events.max = 1;
+        assert!(kill_reason(&old, &hit, 4000).contains("hit memory.max"));
         old.max_hit = true;
         assert!(kill_reason(&old, &under, 4000).contains("hit memory.max"));
         let killed = SessionState::enter(Phase::Killed, 1000);
