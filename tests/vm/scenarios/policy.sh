@@ -3,8 +3,8 @@
 # line); profiles are applied (weight multiplier, class from the launcher);
 # the in-kernel wakeup boost lowers an interactive step's wakeup latency
 # beside background spinners of the same session (same run, boost vs the
-# same policy reloaded with the boost off by SIGHUP); a bad reload keeps
-# the old policy.
+# same policy reloaded with the boost off by SIGHUP), also for a task
+# pinned to one CPU of its cell; a bad reload keeps the old policy.
 . /lib/agentcg/lib.sh
 . /lib/agentcg/measure.sh
 
