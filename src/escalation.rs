@@ -458,18 +458,18 @@ pub fn parse_events_flag(text: &str, key: &str) -> Option<bool> {
 
 /// Why a session is killed (@old: its state before the kill), for the log.
 pub fn kill_reason(old: &SessionState, i: &Inputs, now_ms: u64) -> String {
-    let held = now_ms.saturating_sub(old.since_ms);
-    let mut why = if old.phase == Phase::Killed {
+    if old.phase == Phase::Killed {
         return "it still had tasks after the last kill".to_string();
-    } else if old.max_hit || i.hit_max() {
+    }
+    let held = now_ms.saturating_sub(old.since_ms);
+    let why = if old.max_hit || i.hit_max() {
         format!("frozen {held} ms and it hit memory.max while throttled or frozen")
     } else if i.over_high() {
         format!("frozen {held} ms and still above its memory.high")
     } else {
         format!("frozen {held} ms, its second freeze before its memory pressure cleared")
     };
-    why += freeze_note(i);
-    why
+    why + freeze_note(i)
 }
 
 /// For the log of a thaw or kill: whether the kernel had finished the
