@@ -130,6 +130,7 @@ struct cgrp_ctx {
 	u64 bw_usage_ns;	/* subtree CPU time charged while limited */
 	u64 bw_period_usage;	/* subtree CPU time charged in this period */
 	u64 bw_max_period_usage; /* largest bw_period_usage of a finished period */
+	u64 bw_next_refill;	/* CLOCK_MONOTONIC time of the next refill */
 
 	/* cells and policy (cells.bpf.h, policy.bpf.h) */
 	u32 raw_weight;		/* cpu.weight as the kernel gave it */

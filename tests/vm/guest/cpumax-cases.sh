@@ -13,7 +13,13 @@ check "the log says which cpu.max path is in use ($want)" grep -q "$want" "$SCHE
 cg_new nb 100 > /dev/null || fail "cgroup nb"
 spin_in nb 4 400   # the neighbour stays busy for the whole scenario
 
-# limit CG "QUOTA PERIOD" SPINNERS WANT_PCT: spinners in a limited cgroup
+# limit_case CG "QUOTA PERIOD" SPINNERS WANT_PCT TOL: spinners in a limited
+# cgroup use WANT_PCT of a CPU within TOL % of it. The 10 s window spans
+# 100 periods; where it cuts into a period moves the result by at most one
+# period's quota plus its overrun (about 1 % for quotas of 50 % and more,
+# up to 1.4 % at 10 %), so 2 % holds for the large quotas. Refills that
+# drifted by their timer's latency (re-armed "now + period") gave 2.3-2.8 %
+# too little here: 48.6 % at q50, 146.5 % at q150.
 limit_case() {
     cg_new "$1" 100 > /dev/null && cg_max "$1" "$2" || { failed "setup $1"; return; }
     sleep 0.3
@@ -22,12 +28,12 @@ limit_case() {
     u=$(cg_cpu_pct 10 "$1")
     log "$1: cpu.max '$2', $3 spinners: $u % of a CPU (quota $4 %)"
     check "$1: the spinners ran through the window" cg_busy "$1"
-    check "cpu.max '$2': usage $u % within 5 % of $4 %" within "$u" "$4" 5
+    check "cpu.max '$2': usage $u % within $5 % of $4 %" within "$u" "$4" "$5"
     spin_stop "$1"
 }
-limit_case q10 "10000 100000" 3 10
-limit_case q50 "50000 100000" 3 50
-limit_case q150 "150000 100000" 4 150
+limit_case q10 "10000 100000" 3 10 5
+limit_case q50 "50000 100000" 3 50 2
+limit_case q150 "150000 100000" 4 150 2
 
 # nested: parent 50 %, unlimited children weighted 100/300, four spinners
 # each (so either could fill every CPU); the neighbour pauses meanwhile
