@@ -141,15 +141,17 @@ static __always_inline bool cpu_in_domain(struct cpu_ctx *cpuc, u32 d)
 
 /*
  * Under tree_lock: the first node of domain @d, found by a lower-bound
- * descent. The tree's depth is at most 2 log2(n + 1), well below 64.
+ * descent. The tree's depth is at most 2 log2(n + 1). can_loop (may_goto)
+ * bounds the loop for the verifier, which then prunes it at the loop head;
+ * a counted loop was walked to its bound on every path instead, and made
+ * most of ops.dispatch()'s verification time.
  */
 #define DOMAIN_HEAD(d, headp)							\
 	do {									\
 		struct bpf_rb_node *__rb = bpf_rbtree_root(&tree), *__cand = NULL; \
 		struct cgrp_node *__n;						\
-		int __i;							\
 										\
-		for (__i = 0; __i < 64 && __rb; __i++) {			\
+		while (__rb && can_loop) {					\
 			__n = container_of(__rb, struct cgrp_node, rb);	\
 			if (__n->domain >= (d)) {				\
 				__cand = __rb;					\

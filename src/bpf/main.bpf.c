@@ -1326,55 +1326,103 @@ out:
 	return keep;
 }
 
-void BPF_STRUCT_OPS(agentcg_dispatch, s32 cpu, struct task_struct *prev)
+/*
+ * ops.dispatch() runs in stages, each a global function that returns 1 if
+ * it dispatched: the verifier checks a global function once, on its own,
+ * not along every path of its caller. Measured in the emulated VM (log
+ * level 4), dispatch's verification took 3.6 s of a 7 s start as one
+ * function (67,642 instructions processed), 3.1 s split into these stages,
+ * and 0.66 s (9,011) once DOMAIN_HEAD's descent used can_loop as well.
+ */
+
+/* bookkeeping, then the boosted DSQs of this CPU's domains */
+__noinline int dsp_boosted(void)
 {
 	struct cpu_ctx *cpuc = this_cpu_ctx();
-	u64 now = bpf_ktime_get_ns();
-	bool stay_home;
 
 	if (!cpuc)
-		return;
+		return 0;
 	cells_resync(cpuc);
 	rescue_pending(cpuc);
 	unpark();
+	if (!dispatch_boosted(cpuc))
+		return 0;
+	stat_inc(STAT_BOOST_DISPATCH);
+	return 1;
+}
 
-	if (dispatch_boosted(cpuc)) {
-		stat_inc(STAT_BOOST_DISPATCH);
-		return;
+/*
+ * The pinned DSQ, if it is its turn (@turns) or regardless; pinned tasks
+ * and the tree take turns on a CPU.
+ */
+__noinline int dsp_pinned(s32 cpu, int turns)
+{
+	struct cpu_ctx *cpuc = this_cpu_ctx();
+
+	if (!cpuc)
+		return 0;
+	if ((turns && cpuc->pinned_last) || !dispatch_pinned(cpu)) {
+		cpuc->pinned_last = false;
+		return 0;
 	}
+	cpuc->pinned_last = true;
+	stat_inc(STAT_PINNED_DISPATCH);
+	return 1;
+}
 
-	/* pinned tasks and the tree take turns on this CPU */
-	if (!cpuc->pinned_last && dispatch_pinned(cpu)) {
-		cpuc->pinned_last = true;
-		stat_inc(STAT_PINNED_DISPATCH);
-		return;
+/* the cgroup this CPU serves, while its cgroup slice lasts */
+__noinline int dsp_sticky(u64 now)
+{
+	struct cpu_ctx *cpuc = this_cpu_ctx();
+
+	if (!cpuc || !cpuc->cur_cgid)
+		return 0;
+	/* a lent CPU looks at its own cell first every time */
+	if (!cpuc->lent && vtime_before(now, cpuc->cur_until) &&
+	    !cgid_bw_throttled(cpuc->cur_cgid) &&
+	    move_cgroup_task(cpuc->cur_cgid)) {
+		stat_inc(STAT_CGRP_STICKY);
+		return 1;
 	}
-	cpuc->pinned_last = false;
+	release_cur(cpuc);
+	cpuc->lent = false;
+	return 0;
+}
 
-	if (cpuc->cur_cgid) {
-		/* a lent CPU looks at its own cell first every time */
-		if (!cpuc->lent && vtime_before(now, cpuc->cur_until) &&
-		    !cgid_bw_throttled(cpuc->cur_cgid) &&
-		    move_cgroup_task(cpuc->cur_cgid)) {
-			stat_inc(STAT_CGRP_STICKY);
-			return;
-		}
-		release_cur(cpuc);
-		cpuc->lent = false;
-	}
+/* prev_goes_on(); bit 0: @prev goes on, bit 1: stay home (no borrowing) */
+__noinline int dsp_prev(struct task_struct *prev __arg_trusted __arg_nullable, u64 now)
+{
+	struct cpu_ctx *cpuc = this_cpu_ctx();
+	bool stay_home = false;
 
+	if (!cpuc)
+		return 0;
 	if (prev_goes_on(cpuc, prev, now, &stay_home)) {
 		stat_inc(STAT_PREV_KEPT);
-		return;
+		return 1;
 	}
-	if (pick_from_tree(cpuc, stay_home, now))
-		return;
+	return stay_home ? 2 : 0;
+}
 
-	if (dispatch_pinned(cpu)) {
-		cpuc->pinned_last = true;
-		stat_inc(STAT_PINNED_DISPATCH);
+__noinline int dsp_tree(int stay_home, u64 now)
+{
+	struct cpu_ctx *cpuc = this_cpu_ctx();
+
+	return cpuc && pick_from_tree(cpuc, stay_home, now);
+}
+
+void BPF_STRUCT_OPS(agentcg_dispatch, s32 cpu, struct task_struct *prev)
+{
+	u64 now = bpf_ktime_get_ns();
+	int ret;
+
+	if (dsp_boosted() || dsp_pinned(cpu, true) || dsp_sticky(now))
 		return;
-	}
+	ret = dsp_prev(prev, now);
+	if (ret & 1)
+		return;
+	if (dsp_tree(ret & 2, now) || dsp_pinned(cpu, false))
+		return;
 	if (scx_bpf_dsq_move_to_local(AGENTCG_FALLBACK_DSQ, 0))
 		stat_inc(STAT_FALLBACK_DISPATCH);
 }
