@@ -5,9 +5,10 @@
  *
  * Each limited cgroup has a budget (bw_runtime, ns) that every charge of a
  * task in its subtree draws down. A per-cgroup bpf_timer refills it every
- * period, on a fixed grid (bw_next_refill()), CFS style: runtime = min(runtime + quota, quota + burst), so
- * unused quota accumulates up to the burst and an overrun is paid back in
- * the next period. A cgroup whose budget reaches zero is throttled; so is
+ * period, on a fixed grid of periods (bw_next_refill()), CFS style:
+ * runtime = min(runtime + quota, quota + burst), so unused quota
+ * accumulates up to the burst and an overrun is paid back in the next
+ * period. A cgroup whose budget reaches zero is throttled; so is
  * everything below it.
  *
  * Enforcement points, all free while no cgroup is limited (nr_bw_cgroups)
