@@ -651,17 +651,26 @@ static bool cells_resync(struct cpu_ctx *cpuc)
  * ran elsewhere has to be pulled across runqueues (two rq locks, its
  * cache left behind) while interrupts are off; in the TCG VM, dispatches
  * cost about a third less per call with this (bpf_stats, cyclictest beside 8
- * spinners). The lookahead is short, so a task passed over here is soon
- * taken by its own CPU or by the next pick.
+ * spinners). Only tasks within one slice of vtime of the queue's first are
+ * looked at: a first task that last ran outside the CPUs serving its cgroup
+ * (moved in from another cell, or its affinity widened) is otherwise passed
+ * over for ever in a cell of one CPU with two local tasks, which take turns
+ * there. That starved a spinner until the watchdog (cells scenario). Now
+ * the local tasks run ahead of it by a slice at most.
  */
 static bool move_cgroup_task(u64 cgid)
 {
 	s32 cpu = bpf_get_smp_processor_id();
 	struct task_struct *p;
+	u64 first_vtime = 0;
 	u32 seen = 0;
 
 	bpf_for_each(scx_dsq, p, cgid, 0) {
 		if (++seen > AGENTCG_LOCAL_LOOKAHEAD)
+			break;
+		if (seen == 1)
+			first_vtime = p->scx.dsq_vtime;
+		else if (vtime_before(first_vtime + slice_ns, p->scx.dsq_vtime))
 			break;
 		if (scx_bpf_task_cpu(p) == cpu &&
 		    scx_bpf_dsq_move(BPF_FOR_EACH_ITER, p, SCX_DSQ_LOCAL, 0)) {

@@ -82,6 +82,31 @@ while [ $i -lt 1000 ]; do
 done
 check "1,000 step cgroups: scheduler still running" sched_alive
 kill $(cat "$(cg_path $P/sA)/cgroup.procs" "$(cg_path $P/sB)/cgroup.procs") 2>/dev/null
+wait_until 5 cg_idle $P/sA
+
+# --- a task that comes into sA's cell from a CPU outside it gets its turn.
+# Dispatch prefers a queued task that last ran on the dispatching CPU; with
+# two local spinners taking turns on sA's CPU, a spinner that last ran on a
+# system CPU was passed over every time, until the watchdog aborted the
+# scheduler (CI, the case above). The newcomer runs pinned to a system CPU
+# first, then its affinity is widened: it is queued for sA's cell while its
+# last CPU is outside it.
+spin_in $P/sA 2 20
+c0=${ls0%%[-,]*}
+taskset -c "$c0" agentcg-load spin --cgroup $P/sA --threads 1 --duration 20 > /dev/null &
+fpid=$!
+sleep 1
+for t in /proc/$fpid/task/*; do taskset -p -c 0-3 "${t##*/}" > /dev/null; done
+sleep 1
+ticks() { awk '{ print $14 + $15 }' /proc/$fpid/stat; }
+t0=$(cut -d' ' -f1 /proc/uptime); k0=$(ticks)
+sleep 3
+t1=$(cut -d' ' -f1 /proc/uptime); k1=$(ticks)
+uf=$(calc "($k1 - $k0) / ($t1 - $t0)")
+log "newcomer in sA (cell $la, last ran on CPU $c0): $uf % of a CPU beside 2 local spinners"
+check "a task queued from outside its cell gets its turn ($uf % >= 15)" fge "$uf" 15
+check "newcomer: scheduler still running" sched_alive
+kill $fpid $(cat "$(cg_path $P/sA)/cgroup.procs") 2>/dev/null
 sched_stop INT
 check_eq "exit status" 0 "$SCHED_RC"
 
