@@ -32,5 +32,13 @@ target/cargo-install/bin/scx_agentcg --version | grep -q "$(git rev-parse --shor
     || { echo "scx_agentcg --version does not show the build id"; exit 1; }
 echo "meson-include and cargo install: ok"
 
+echo "== VM harness: a stalled boot is booted again"
+# VM_BOOT_STALL_S=0: every boot counts as stalled, so run.sh boots three
+# times and the guest script checks that it runs on the last boot only.
+retry_log=$(VM_BOOT_STALL_S=0 tests/vm/run.sh --smp 1 --mem 1G --timeout 120 tests/vm/harness/last-boot.sh 2>&1) \
+    || { echo "$retry_log"; echo "run.sh's boot retry failed"; exit 1; }
+[ "$(grep -c 'stalled (boot took' <<< "$retry_log")" = 2 ] \
+    || { echo "$retry_log"; echo "run.sh did not boot exactly three times"; exit 1; }
+echo "boot retry: ok"
 echo "== VM integration tests"
 tests/run-vm-tests.sh "$@"

@@ -19,6 +19,7 @@
 #      VM_EXTRA_FILES     "src:dst src:dst ..." extra files for the initramfs
 #                         (shared libraries of ELF binaries are added too)
 #      VM_QEMU_ARGS       extra qemu arguments (word-split)
+#      VM_BOOT_STALL_S    boot time in s that counts as a stalled boot (20)
 #      SCX_AGENTCG_*      kernel selection, see tests/vm/kernel.sh
 #
 # Exit status: the scenario's exit status (from the guest's
@@ -30,6 +31,15 @@
 # through the qemu monitor: the kernel panics on it (unknown_nmi_panic) and
 # prints every task's state, every CPU's backtrace and all its buffered
 # messages (panic_print) to the console log before qemu is killed.
+#
+# A boot that stalls is retried. Now and then (about one boot in a few
+# hundred on a loaded host) a TCG vCPU stops answering early in boot: the
+# kernel reports an RCU stall and boots in ~25 s instead of ~5 s, and
+# sched_ext aborts the first scheduler that loads on that CPU. The guest's
+# init checks for that before it runs the scenario (an RCU stall in the
+# kernel log, or a boot slower than BOOT_STALL_S); if it finds it, it prints
+# "AGENTCG-VM-REBOOT <why>" and powers off, and the VM is booted again, up
+# to BOOT_ATTEMPTS boots. The last boot runs the scenario whatever happened.
 set -euo pipefail
 
 HERE=$(cd "$(dirname "$0")" && pwd)
@@ -37,6 +47,10 @@ REPO=$(cd "$HERE/../.." && pwd)
 LOCK=/tmp/agentcg-vm.lock
 GUEST_MARGIN=30   # seconds the guest limit stays below the host limit
 NMI_GRACE=30      # seconds a stuck guest gets to print its panic report
+BOOT_ATTEMPTS=3   # boots per run when the guest reports a stalled boot
+# a boot slower than this counts as stalled (normal: ~5 s); VM_BOOT_STALL_S=0
+# makes every boot count, which tests/run-all.sh uses to test the retry
+BOOT_STALL_S=${VM_BOOT_STALL_S:-20}
 
 smp=4 mem=4G timeout=300 append="" with_modules=0
 # Help text: the header comment block.
@@ -182,6 +196,7 @@ cat > "$root/etc/agentcg-vm.env" <<EOF
 AGENTCG_GUEST_TIMEOUT=$guest_limit
 AGENTCG_SMP=$smp
 AGENTCG_KVER=$KVER
+AGENTCG_BOOT_STALL_S=$BOOT_STALL_S
 EOF
 
 cat > "$root/init" <<'EOF'
@@ -211,9 +226,22 @@ ulimit -l unlimited 2>/dev/null
 . /etc/agentcg-vm.env
 export AGENTCG_SMP AGENTCG_KVER AGENTCG_GUEST_TIMEOUT
 
+# A stalled boot (see run.sh's header) is booted again unless this is the
+# last attempt (agentcg.last_boot on the kernel command line).
+boot_s=$(cut -d' ' -f1 /proc/uptime)
+stall=""
+dmesg | grep -qE 'rcu: INFO: .*stall' && stall="RCU stall during boot"
+[ -z "$stall" ] && [ "${boot_s%%.*}" -ge "$AGENTCG_BOOT_STALL_S" ] && stall="boot took ${boot_s}s"
+if [ -n "$stall" ] && ! grep -qw agentcg.last_boot /proc/cmdline; then
+    dmesg | grep -E -A3 'rcu: INFO: .*stall' | head -n 20
+    echo "AGENTCG-VM-REBOOT $stall"
+    poweroff -f
+fi
+[ -n "$stall" ] && echo "init: $stall; last boot attempt, running the scenario anyway"
+
 rc=125
 if [ -f /scenario.sh ]; then
-    echo "init: $(uname -r), $(nproc) cpus, boot took $(cut -d' ' -f1 /proc/uptime)s; running scenario (limit ${AGENTCG_GUEST_TIMEOUT}s)"
+    echo "init: $(uname -r), $(nproc) cpus, boot took ${boot_s}s; running scenario (limit ${AGENTCG_GUEST_TIMEOUT}s)"
     (
         . /etc/agentcg-args
         cd /tmp && exec sh /scenario.sh "$@"
@@ -248,7 +276,6 @@ chmod +x "$root/init" "$root/scenario.sh"
     || die "cannot build the initramfs"
 
 # --- Boot ------------------------------------------------------------------------
-log=$work/console.log
 # tsc=reliable: keep the clocksource watchdog from dropping the TSC when the
 # emulated CPUs are slow to answer (TCG); mitigations=off: speed.
 # unknown_nmi_panic, panic_print=0x61 (tasks, all messages, all CPUs'
@@ -264,8 +291,14 @@ if ! flock -n 9; then
     echo "run.sh: waiting for another VM to finish ($LOCK)" >&2
     flock 9
 fi
-vm_start=$SECONDS
+[ -n "${VM_LOG:-}" ] && : > "$VM_LOG"
 mon=$work/monitor.sock
+for attempt in $(seq 1 "$BOOT_ATTEMPTS"); do
+boot_cmdline=$cmdline
+[ "$attempt" -lt "$BOOT_ATTEMPTS" ] || boot_cmdline="$cmdline agentcg.last_boot"
+log=$work/console.$attempt.log
+rm -f "$work/nmi-sent"
+vm_start=$SECONDS
 # At the host limit: NMI to a guest that is still running (see the header).
 (
     sleep "$timeout" &
@@ -291,16 +324,20 @@ timeout -k 10 "$((timeout + NMI_GRACE))" \
     qemu-system-x86_64 -accel tcg -cpu max -smp "$smp" -m "$mem" \
         -nographic -no-reboot -serial mon:stdio -nic none \
         -monitor "unix:$mon,server=on,wait=off" \
-        -kernel "$VMLINUZ" -initrd "$work/initramfs.cpio" -append "$cmdline" \
+        -kernel "$VMLINUZ" -initrd "$work/initramfs.cpio" -append "$boot_cmdline" \
         ${VM_QEMU_ARGS:-} </dev/null 2>&1 \
     | sed -u -E 's/\x1b(\[[0-9;?]*[A-Za-z]|[A-Za-z])//g' \
-    | tee "$log" ${VM_LOG:+"$VM_LOG"}
+    | tee "$log" ${VM_LOG:+-a "$VM_LOG"}
 qrc=${PIPESTATUS[0]}
 kill "$nmi_pid" 2>/dev/null
 wait "$nmi_pid" 2>/dev/null
-exec 9>&-
 echo "run.sh: VM ran for $((SECONDS - vm_start))s" >&2
 set -e
+why=$(tr -d '\r' < "$log" | grep -a -o 'AGENTCG-VM-REBOOT .*' | tail -n1 | cut -d' ' -f2- || true)
+[ -n "$why" ] || break
+echo "run.sh: boot $attempt of $BOOT_ATTEMPTS stalled ($why); booting again" >&2
+done
+exec 9>&-
 
 marker=$(tr -d '\r' < "$log" | grep -a -o 'AGENTCG-VM-EXIT [0-9]*' | tail -n1 | awk '{print $2}' || true)
 if [ -n "$marker" ]; then
