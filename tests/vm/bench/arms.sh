@@ -21,9 +21,27 @@ cg_new A 100 > /dev/null; cg_new A/B 100 > /dev/null; cg_new A/C 100 > /dev/null
 cg_new noisy 100 > /dev/null; cg_new probe 100 > /dev/null; cg_new hb 100 > /dev/null
 cg_new q20 100 > /dev/null && cg_max q20 "20000 100000"
 
-res() { echo "ARM-RESULT $ARM $REP $1 $2"; }
+res_as() { echo "ARM-RESULT $1 $REP $2 $3"; }
+# A sched_ext arm's result counts only if its scheduler is still the one
+# loaded when the case ends: after a scheduler exits, the kernel falls back
+# to CFS, and the case would measure CFS under the arm's name. Such a result
+# is reported as "lost", with the scheduler's log and sched_ext's messages.
+res() {
+    if [ "$ARM" != cfs ] && [ "$(sched_state)" != enabled ]; then
+        res_as "$ARM" "$1" lost
+        if [ -z "$ARM_LOST" ]; then
+            ARM_LOST=1
+            log "$ARM: sched_ext is '$(sched_state)' at the end of case $1; the scheduler's log:"
+            tail -n 20 "$SCHED_LOG" 2>/dev/null
+            dmesg | grep -i -E 'sched_ext|scx' | tail -n 10
+        fi
+        return 0
+    fi
+    res_as "$ARM" "$@"
+}
 
 arm_start() {
+    ARM_LOST=""
     case $1 in
         cfs) return 0 ;;
         agentcg) sched_start ;;
@@ -43,9 +61,9 @@ arm_stop() {
 
 # The cyclictest case, one definition for the plain and the traced run:
 # one SCHED_OTHER thread, 1 ms interval, histogram with 1 us buckets, in
-# the probe cgroup.
+# the probe cgroup. Extra arguments go to cyclictest (the bounds below).
 cyclictest_probe() {
-    cg_run probe cyclictest -q -t 1 --policy=other -i 1000 -D $WIN -h 100000
+    cg_run probe cyclictest -q -t 1 --policy=other -i 1000 -D $WIN -h 100000 "$@"
 }
 
 # cyclictest p50 and p99 from its histogram (1 us buckets; "n/a n/a" if it
@@ -127,6 +145,27 @@ while [ $REP -le "$REPS" ]; do
         drain_loads
         res cyclictest_p50_us "${p% *}"
         res cyclictest_p99_us "${p#* }"
+
+        # Two bounds for the case above, under CFS only, with the probe's
+        # thread on CPU 0 (-a 0). cfs-fifo: the probe as SCHED_FIFO, which
+        # preempts the spinner at every wake-up, the best any preemption
+        # rule can do. cfs-isolated: SCHED_OTHER, the spinners' cpuset
+        # without CPU 0, so the probe's vCPU idles between wake-ups.
+        if [ $ARM = cfs ]; then
+            spin_in noisy 8 $((WIN + 60)); sleep 1
+            p=$(cyclictest_probe --policy=fifo -p 90 -a 0 2>/dev/null | cyc_p50_p99)
+            drain_loads
+            res_as cfs-fifo cyclictest_p99_us "${p#* }"
+            res_as cfs-fifo cyclictest_p50_us "${p% *}"
+            echo "1-$((AGENTCG_SMP - 1))" > "$(cg_path noisy)/cpuset.cpus"
+            spin_in noisy 8 $((WIN + 60)); sleep 1
+            p=$(cyclictest_probe -a 0 2>/dev/null | cyc_p50_p99)
+            drain_loads
+            log "cfs-isolated: spinners on CPUs $(cat "$(cg_path noisy)/cpuset.cpus.effective")"
+            echo "0-$((AGENTCG_SMP - 1))" > "$(cg_path noisy)/cpuset.cpus"
+            res_as cfs-isolated cyclictest_p99_us "${p#* }"
+            res_as cfs-isolated cyclictest_p50_us "${p% *}"
+        fi
 
         spin_in noisy 8 $((WIN + 60)); sleep 1
         p=$(traced_cyclictest)
