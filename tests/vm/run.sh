@@ -32,14 +32,15 @@
 # prints every task's state, every CPU's backtrace and all its buffered
 # messages (panic_print) to the console log before qemu is killed.
 #
-# A boot that stalls is retried. Now and then (about one boot in a few
-# hundred on a loaded host) a TCG vCPU stops answering early in boot: the
-# kernel reports an RCU stall and boots in ~25 s instead of ~5 s, and
-# sched_ext aborts the first scheduler that loads on that CPU. The guest's
-# init checks for that before it runs the scenario (an RCU stall in the
-# kernel log, or a boot slower than BOOT_STALL_S); if it finds it, it prints
-# "AGENTCG-VM-REBOOT <why>" and powers off, and the VM is booted again, up
-# to BOOT_ATTEMPTS boots. The last boot runs the scenario whatever happened.
+# A boot that stalls is retried. Rarely (once in a fresh-clone run on
+# 2026-12-02, stats scenario) a TCG vCPU stops answering early in boot: the
+# kernel reported an RCU stall, booted in 25.4 s instead of ~5 s, and
+# sched_ext then aborted the scenario's scheduler ("RCU CPU stall on CPUs
+# (0)"). The guest's init checks for that before it runs the scenario (an
+# RCU stall in the kernel log, or a boot slower than BOOT_STALL_S); if it
+# finds it, it prints "AGENTCG-VM-REBOOT <why>" and powers off, and the VM
+# is booted again, up to BOOT_ATTEMPTS boots. The last boot runs the
+# scenario whatever happened.
 set -euo pipefail
 
 HERE=$(cd "$(dirname "$0")" && pwd)
