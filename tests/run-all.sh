@@ -40,5 +40,12 @@ retry_log=$(VM_BOOT_STALL_S=0 tests/vm/run.sh --smp 1 --mem 1G --timeout 120 tes
 [ "$(grep -c 'stalled (boot took' <<< "$retry_log")" = 2 ] \
     || { echo "$retry_log"; echo "run.sh did not boot exactly three times"; exit 1; }
 echo "boot retry: ok"
+# A kernel that panics before init: every boot ends at the panic, so
+# run.sh boots three times and then fails with 125 (no exit marker).
+panic_log=$(tests/vm/run.sh --smp 1 --mem 1G --timeout 120 --append-args rdinit=/nonexistent \
+    tests/vm/harness/last-boot.sh 2>&1) && { echo "$panic_log"; echo "a boot without init passed"; exit 1; }
+[ "$(grep -c 'stalled (kernel Oops or panic before init); booting again' <<< "$panic_log")" = 2 ] \
+    || { echo "$panic_log"; echo "run.sh did not boot three times after a panic before init"; exit 1; }
+echo "boot retry after a panic before init: ok"
 echo "== VM integration tests"
 tests/run-vm-tests.sh "$@"

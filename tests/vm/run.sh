@@ -40,7 +40,11 @@
 # RCU stall in the kernel log, or a boot slower than BOOT_STALL_S); if it
 # finds it, it prints "AGENTCG-VM-REBOOT <why>" and powers off, and the VM
 # is booted again, up to BOOT_ATTEMPTS boots. The last boot runs the
-# scenario whatever happened.
+# scenario whatever happened. A kernel that oopses or panics before init
+# reports (seen once on 2026-12-02: an int3 Oops in __hrtimer_start_range_ns
+# 2.8 s into boot, then a guest hung until the host limit), or an init that
+# has not reported within BOOT_WAIT_S (not on the last boot), also counts
+# as a stalled boot: run.sh ends that boot through the qemu monitor.
 set -euo pipefail
 
 HERE=$(cd "$(dirname "$0")" && pwd)
@@ -52,6 +56,7 @@ BOOT_ATTEMPTS=3   # boots per run when the guest reports a stalled boot
 # a boot slower than this counts as stalled (normal: ~5 s); VM_BOOT_STALL_S=0
 # makes every boot count, which tests/run-all.sh uses to test the retry
 BOOT_STALL_S=${VM_BOOT_STALL_S:-20}
+BOOT_WAIT_S=120   # no word from init by then: the boot is stuck
 
 smp=4 mem=4G timeout=300 append="" with_modules=0
 # Help text: the header comment block.
@@ -293,8 +298,10 @@ if ! flock -n 9; then
     flock 9
 fi
 [ -n "${VM_LOG:-}" ] && : > "$VM_LOG"
-mon=$work/monitor.sock
 for attempt in $(seq 1 "$BOOT_ATTEMPTS"); do
+# a monitor socket per boot: a late "quit" from one boot's watch must not
+# reach the next boot's qemu
+mon=$work/monitor.$attempt.sock
 boot_cmdline=$cmdline
 [ "$attempt" -lt "$BOOT_ATTEMPTS" ] || boot_cmdline="$cmdline agentcg.last_boot"
 log=$work/console.$attempt.log
@@ -317,6 +324,29 @@ s.sendall(b"nmi\n")
 time.sleep(1)' "$mon" 2>/dev/null || echo "run.sh: could not reach the qemu monitor" >&2
 ) &
 nmi_pid=$!
+# Boot watch (see the header): until init reports, an Oops or a panic, or
+# BOOT_WAIT_S without a word from init, ends this boot.
+rm -f "$work/boot-failed"
+(
+    t=0
+    while sleep 1; do
+        t=$((t + 1))
+        grep -aqE '^init: |AGENTCG-VM-REBOOT' "$log" 2>/dev/null && exit 0
+        if grep -aqE 'Kernel panic|Oops: ' "$log" 2>/dev/null; then
+            echo "kernel Oops or panic before init" > "$work/boot-failed"
+        elif [ "$attempt" -lt "$BOOT_ATTEMPTS" ] && [ "$t" -ge "$BOOT_WAIT_S" ]; then
+            echo "no word from init after ${BOOT_WAIT_S}s" > "$work/boot-failed"
+        else
+            continue
+        fi
+        python3 -c 'import socket, sys
+s = socket.socket(socket.AF_UNIX)
+s.connect(sys.argv[1])
+s.sendall(b"quit\n")' "$mon" 2>/dev/null
+        exit 0
+    done
+) &
+watch_pid=$!
 set +e
 # The console is copied through a filter that drops terminal escape
 # sequences (the firmware sends a terminal reset).
@@ -330,12 +360,19 @@ timeout -k 10 "$((timeout + NMI_GRACE))" \
     | sed -u -E 's/\x1b(\[[0-9;?]*[A-Za-z]|[A-Za-z])//g' \
     | tee "$log" ${VM_LOG:+-a "$VM_LOG"}
 qrc=${PIPESTATUS[0]}
-kill "$nmi_pid" 2>/dev/null
-wait "$nmi_pid" 2>/dev/null
+kill "$nmi_pid" "$watch_pid" 2>/dev/null
+wait "$nmi_pid" "$watch_pid" 2>/dev/null
 echo "run.sh: VM ran for $((SECONDS - vm_start))s" >&2
 set -e
 why=$(tr -d '\r' < "$log" | grep -a -o 'AGENTCG-VM-REBOOT .*' | tail -n1 | cut -d' ' -f2- || true)
+# no word from init: the watch ended the boot, or the kernel's panic did
+if [ -z "$why" ] && ! grep -aqE '^init: ' "$log"; then
+    if [ -f "$work/boot-failed" ]; then why=$(cat "$work/boot-failed")
+    elif grep -aqE 'Kernel panic|Oops: ' "$log"; then why="kernel Oops or panic before init"
+    fi
+fi
 [ -n "$why" ] || break
+[ "$attempt" -lt "$BOOT_ATTEMPTS" ] || break
 echo "run.sh: boot $attempt of $BOOT_ATTEMPTS stalled ($why); booting again" >&2
 done
 exec 9>&-
