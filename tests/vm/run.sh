@@ -298,6 +298,17 @@ if ! flock -n 9; then
     flock 9
 fi
 [ -n "${VM_LOG:-}" ] && : > "$VM_LOG"
+# monitor_cmd SOCKET COMMAND: send one command to a qemu monitor
+monitor_cmd() {
+    python3 -c 'import socket, sys, time
+s = socket.socket(socket.AF_UNIX)
+s.connect(sys.argv[1])
+time.sleep(0.5)
+s.sendall(sys.argv[2].encode() + b"\n")
+time.sleep(1)' "$1" "$2" 2>/dev/null
+}
+# what a kernel Oops or panic prints on the console
+PANIC_RE='Kernel panic|Oops: '
 for attempt in $(seq 1 "$BOOT_ATTEMPTS"); do
 # a monitor socket per boot: a late "quit" from one boot's watch must not
 # reach the next boot's qemu
@@ -316,33 +327,27 @@ vm_start=$SECONDS
     [ -S "$mon" ] || exit 0
     echo "run.sh: host timeout (${timeout}s) hit; sending the guest an NMI for its panic report" >&2
     touch "$work/nmi-sent"
-    python3 -c 'import socket, sys, time
-s = socket.socket(socket.AF_UNIX)
-s.connect(sys.argv[1])
-time.sleep(0.5)
-s.sendall(b"nmi\n")
-time.sleep(1)' "$mon" 2>/dev/null || echo "run.sh: could not reach the qemu monitor" >&2
+    monitor_cmd "$mon" nmi || echo "run.sh: could not reach the qemu monitor" >&2
 ) &
 nmi_pid=$!
 # Boot watch (see the header): until init reports, an Oops or a panic, or
-# BOOT_WAIT_S without a word from init, ends this boot.
-rm -f "$work/boot-failed"
+# BOOT_WAIT_S without a word from init, ends this boot. It only ends the
+# boot (and notes a timeout); the check after qemu says why, since qemu may
+# also end on the panic by itself before the watch looks.
+rm -f "$work/boot-timeout"
 (
     t=0
     while sleep 1; do
         t=$((t + 1))
         grep -aqE '^init: |AGENTCG-VM-REBOOT' "$log" 2>/dev/null && exit 0
-        if grep -aqE 'Kernel panic|Oops: ' "$log" 2>/dev/null; then
-            echo "kernel Oops or panic before init" > "$work/boot-failed"
+        if grep -aqE "$PANIC_RE" "$log" 2>/dev/null; then
+            :
         elif [ "$attempt" -lt "$BOOT_ATTEMPTS" ] && [ "$t" -ge "$BOOT_WAIT_S" ]; then
-            echo "no word from init after ${BOOT_WAIT_S}s" > "$work/boot-failed"
+            touch "$work/boot-timeout"
         else
             continue
         fi
-        python3 -c 'import socket, sys
-s = socket.socket(socket.AF_UNIX)
-s.connect(sys.argv[1])
-s.sendall(b"quit\n")' "$mon" 2>/dev/null
+        monitor_cmd "$mon" quit
         exit 0
     done
 ) &
@@ -367,8 +372,8 @@ set -e
 why=$(tr -d '\r' < "$log" | grep -a -o 'AGENTCG-VM-REBOOT .*' | tail -n1 | cut -d' ' -f2- || true)
 # no word from init: the watch ended the boot, or the kernel's panic did
 if [ -z "$why" ] && ! grep -aqE '^init: ' "$log"; then
-    if [ -f "$work/boot-failed" ]; then why=$(cat "$work/boot-failed")
-    elif grep -aqE 'Kernel panic|Oops: ' "$log"; then why="kernel Oops or panic before init"
+    if grep -aqE "$PANIC_RE" "$log"; then why="kernel Oops or panic before init"
+    elif [ -f "$work/boot-timeout" ]; then why="no word from init after ${BOOT_WAIT_S}s"
     fi
 fi
 [ -n "$why" ] || break
