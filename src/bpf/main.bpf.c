@@ -1019,6 +1019,10 @@ static void wake_preempt_cpu(struct task_struct *p, u64 key, u32 domain)
  * measurement thread) waited that long on every wake-up. @wakeup: not if a
  * task of its own cgroup runs there; a task being put back after it was
  * preempted is checked against the cgroup the CPU serves.
+ *
+ * With cells, a task pinned outside its cell's CPUs has no key to compare
+ * with the CPU's own cell; it goes first only over a borrower (a CPU lent
+ * to a third cell), which runs there only while nothing else wants it.
  */
 static bool pinned_goes_first(struct task_struct *p, struct cgrp_ctx *cgc,
 			      u64 key, s32 cpu, bool wakeup)
@@ -1028,6 +1032,9 @@ static bool pinned_goes_first(struct task_struct *p, struct cgrp_ctx *cgc,
 	u64 vkey;
 
 	vc = bpf_map_lookup_percpu_elem(&cpu_ctxs, &(u32){0}, cpu);
+	if (vc && vc->lent && cells_active() && !cpu_in_domain(vc, cgc->domain) &&
+	    bpf_cpumask_test_cpu(cpu, p->cpus_ptr))
+		return !wakeup || vc->run_cgid != cgc->cgid;
 	if (!wake_victim_key(p, vc, cpu, cgc->domain, &memo, &vkey) ||
 	    !vtime_before(key, vkey))
 		return false;
