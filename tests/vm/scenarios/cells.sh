@@ -124,7 +124,7 @@ check "borrowing: busy sB runs beyond its own $nb CPUs ($ub % > $nb * 100 + 40)"
 # A task of sA pinned to a system-cell CPU (as cyclictest pins its thread to
 # CPU 0), which sB borrows: its wake-ups preempt the borrower instead of
 # waiting for the borrower's slice. Medians here: 1.6-2.5 ms; 6.0 ms when
-# such a wake-up waited (6.3-6.9 ms for cyclictest beside 8 borrowing
+# such a wake-up waited (6.5-6.9 ms for cyclictest beside 8 borrowing
 # spinners in a diagnostic VM).
 pl=$(cg_run $P/sA taskset -c "$c0" agentcg-load wakeup --interval-us 1000 --duration 3)
 pm=$(echo "$pl" | sed -n 's/.*p50_us=\([0-9]*\).*/\1/p')
