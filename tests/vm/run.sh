@@ -309,6 +309,9 @@ time.sleep(1)' "$1" "$2" 2>/dev/null
 }
 # what a kernel Oops or panic prints on the console
 PANIC_RE='Kernel panic|Oops: '
+# init's report that the scenario starts. Not anchored: the console can
+# join it to the firmware's last line ("Booting from ROM..init: ...").
+INIT_RE='init: .*, [0-9]+ cpus, boot took '
 for attempt in $(seq 1 "$BOOT_ATTEMPTS"); do
 # a monitor socket per boot: a late "quit" from one boot's watch must not
 # reach the next boot's qemu
@@ -339,7 +342,7 @@ rm -f "$work/boot-timeout"
     t=0
     while sleep 1; do
         t=$((t + 1))
-        grep -aqE '^init: |AGENTCG-VM-REBOOT' "$log" 2>/dev/null && exit 0
+        grep -aqE "$INIT_RE|AGENTCG-VM-REBOOT" "$log" 2>/dev/null && exit 0
         if grep -aqE "$PANIC_RE" "$log" 2>/dev/null; then
             :
         elif [ "$attempt" -lt "$BOOT_ATTEMPTS" ] && [ "$t" -ge "$BOOT_WAIT_S" ]; then
@@ -371,7 +374,7 @@ echo "run.sh: VM ran for $((SECONDS - vm_start))s" >&2
 set -e
 why=$(tr -d '\r' < "$log" | grep -a -o 'AGENTCG-VM-REBOOT .*' | tail -n1 | cut -d' ' -f2- || true)
 # no word from init: the watch ended the boot, or the kernel's panic did
-if [ -z "$why" ] && ! grep -aqE '^init: ' "$log"; then
+if [ -z "$why" ] && ! grep -aqE "$INIT_RE" "$log"; then
     if grep -aqE "$PANIC_RE" "$log"; then why="kernel Oops or panic before init"
     elif [ -f "$work/boot-timeout" ]; then why="no word from init after ${BOOT_WAIT_S}s"
     fi
