@@ -127,7 +127,7 @@ check "borrowing: busy sB runs beyond its own $nb CPUs ($ub % > $nb * 100 + 40)"
 # such a wake-up waited (6.5-6.9 ms for cyclictest beside 8 borrowing
 # spinners in a diagnostic VM).
 pl=$(cg_run $P/sA taskset -c "$c0" agentcg-load wakeup --interval-us 1000 --duration 3)
-pm=$(echo "$pl" | sed -n 's/.*p50_us=\([0-9]*\).*/\1/p')
+pm=$(kv p50_us "$pl")
 log "borrowing: sA's task pinned to CPU $c0 (system cell, lent to sB): $pl"
 check "borrowing: a pinned wake-up outside its cell preempts a borrower (median ${pm:-?} us < 4000)" \
     test "${pm:-99999}" -lt 4000
