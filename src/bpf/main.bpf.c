@@ -1029,14 +1029,18 @@ static bool pinned_goes_first(struct task_struct *p, struct cgrp_ctx *cgc,
 {
 	struct key_memo memo = {};
 	struct cpu_ctx *vc;
+	bool lent_away;
 	u64 vkey;
 
 	vc = bpf_map_lookup_percpu_elem(&cpu_ctxs, &(u32){0}, cpu);
-	if (vc && vc->lent && cells_active() && !cpu_in_domain(vc, cgc->domain) &&
-	    bpf_cpumask_test_cpu(cpu, p->cpus_ptr))
-		return !wakeup || vc->run_cgid != cgc->cgid;
-	if (!wake_victim_key(p, vc, cpu, cgc->domain, &memo, &vkey) ||
-	    !vtime_before(key, vkey))
+	if (!vc)
+		return false;
+	/* a CPU outside @p's cell, lent to a borrower: @p goes first */
+	lent_away = vc->lent && cells_active() &&
+		    !cpu_in_domain(vc, cgc->domain) &&
+		    bpf_cpumask_test_cpu(cpu, p->cpus_ptr);
+	if (!lent_away && (!wake_victim_key(p, vc, cpu, cgc->domain, &memo, &vkey) ||
+			   !vtime_before(key, vkey)))
 		return false;
 	return !wakeup || vc->run_cgid != cgc->cgid;
 }
