@@ -64,12 +64,14 @@ fi
     echo "scx_flatcg is built from the booted kernel's own tools/sched_ext (linux-source), scx_bpfland is the published crate (cargo install)."
     echo "In the cyclictest tables, two more rows are bounds measured under CFS, with the probe thread on CPU 0: cfs-fifo runs the probe as SCHED_FIFO (every wake-up preempts at once), cfs-isolated keeps the spinners off CPU 0 (cpuset)."
     { tr -d '\r' < target/bench/arms.log | grep '^ARM-MISSING' || true; } | awk '{ print "- " $2 ": could not be built, not measured" }'
-    for c in flat flat_stressng nested hackbench cyclictest_p99_us cyclictest_p50_us cyclictest_wake_run_p99_us cpumax20; do
+    for c in flat flat_stressng nested hackbench hackbench_bpf_ms hackbench_bpf_pct cyclictest_p99_us cyclictest_p50_us cyclictest_wake_run_p99_us cpumax20; do
         case $c in
             flat) t="weights 100/200/300, 4 spinners each: max share deviation (points)" ;;
             flat_stressng) t="the same with stress-ng --cpu 4 in each cgroup (points)" ;;
             nested) t="nested A(100){B,C} D(200): max share deviation (points)" ;;
             hackbench) t="hackbench -g 4 -l 200 (seconds)" ;;
+            hackbench_bpf_ms) t="the scheduler's BPF programs: run time during a second hackbench run (ms, kernel.bpf_stats_enabled)" ;;
+            hackbench_bpf_pct) t="the same, in % of the CPU time of hackbench's cgroup" ;;
             cyclictest_p99_us) t="cyclictest p99 (us, SCHED_OTHER, 1 ms) beside 8 spinners in another cgroup" ;;
             cyclictest_p50_us) t="cyclictest p50 (us), the same runs" ;;
             cyclictest_wake_run_p99_us) t="cyclictest again, traced: p99 of its thread's waking -> running (us), the scheduler's part of the latency" ;;
