@@ -63,8 +63,9 @@ fi
     echo "Same VM configuration, a second boot: $REPS repetitions, arms interleaved within each repetition, ${BENCH_ARMS_WINDOW:-6} s windows; median (min to max)."
     echo "scx_flatcg is built from the booted kernel's own tools/sched_ext (linux-source), scx_bpfland is the published crate (cargo install)."
     echo "In the cyclictest tables, two more rows are bounds measured under CFS, with the probe thread on CPU 0: cfs-fifo runs the probe as SCHED_FIFO (every wake-up preempts at once), cfs-isolated keeps the spinners off CPU 0 (cpuset)."
+    echo "In the agent-session tables, agentcg runs the session under --cell-parent-cgroup with the benchmark's policy (the default static cells), agentcg-borrow the same with --enable-borrowing; the other arms get the background step's half weight through cpu.weight."
     { tr -d '\r' < target/bench/arms.log | grep '^ARM-MISSING' || true; } | awk '{ print "- " $2 ": could not be built, not measured" }'
-    for c in flat flat_stressng nested hackbench hackbench_bpf_ms hackbench_bpf_pct cyclictest_p99_us cyclictest_p50_us cyclictest_wake_run_p99_us cpumax20; do
+    for c in flat flat_stressng nested hackbench hackbench_bpf_ms hackbench_bpf_pct cyclictest_p99_us cyclictest_p50_us cyclictest_wake_run_p99_us cpumax20 session_p99_us session_p50_us session_cpu_pct; do
         case $c in
             flat) t="weights 100/200/300, 4 spinners each: max share deviation (points)" ;;
             flat_stressng) t="the same with stress-ng --cpu 4 in each cgroup (points)" ;;
@@ -76,13 +77,16 @@ fi
             cyclictest_p50_us) t="cyclictest p50 (us), the same runs" ;;
             cyclictest_wake_run_p99_us) t="cyclictest again, traced: p99 of its thread's waking -> running (us), the scheduler's part of the latency" ;;
             cpumax20) t="cpu.max 20000 100000, 3 spinners: usage (% of a CPU)" ;;
+            session_p99_us) t="agent session: wake-up p99 (us, agentcg-load wakeup, 2 ms) of an interactive step with 2 spinners, beside the session's background step (6 spinners, half weight)" ;;
+            session_p50_us) t="agent session: p50 (us), the same runs" ;;
+            session_cpu_pct) t="agent session: CPU the whole session got during the probe (% of a CPU; a cell smaller than the machine shows here)" ;;
         esac
         echo
         echo "| $t | median | min | max |"
         echo "| --- | --- | --- | --- |"
         # "lost": the arm's scheduler was no longer loaded when the case
         # ended (arms.sh); such repetitions are left out and counted
-        for a in cfs flatcg bpfland agentcg cfs-fifo cfs-isolated; do
+        for a in cfs flatcg bpfland agentcg agentcg-borrow cfs-fifo cfs-isolated; do
             rows=$({ tr -d "\r" < target/bench/arms.log | grep "^ARM-RESULT $a [0-9]* $c " || true; })
             lost=$(awk '$5 == "lost"' <<< "$rows" | wc -l)
             label=$a; [ "$lost" = 0 ] || label="$a ($lost lost: sched_ext was no longer enabled)"

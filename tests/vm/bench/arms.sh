@@ -20,6 +20,7 @@ cg_new f100 100 > /dev/null; cg_new f200 200 > /dev/null; cg_new f300 300 > /dev
 cg_new A 100 > /dev/null; cg_new A/B 100 > /dev/null; cg_new A/C 100 > /dev/null; cg_new D 200 > /dev/null
 cg_new noisy 100 > /dev/null; cg_new probe 100 > /dev/null; cg_new hb 100 > /dev/null
 cg_new q20 100 > /dev/null && cg_max q20 "20000 100000"
+session_setup || fail "session cgroups"
 
 res_as() { echo "ARM-RESULT $1 $REP $2 $3"; }
 # A sched_ext arm's result counts only if its scheduler is still the one
@@ -57,6 +58,17 @@ arm_stop() {
     [ "$1" = cfs ] && return 0
     sched_stop INT > /dev/null
     SCHED_LOG=/tmp/sched.log
+}
+
+# session_case ROW: the session case under the loaded arm, reported as ROW
+# (res's check that the arm's scheduler is still loaded applies)
+session_case() {
+    _l=$(session_probe $WIN)
+    log "$1 session probe: $_l"
+    _arm=$ARM; ARM=$1
+    for _k in p99_us p50_us; do res session_$_k "$(kv $_k "$_l")"; done
+    res session_cpu_pct "$(kv s1_cpu_pct "$_l")"
+    ARM=$_arm
 }
 
 # bpf_run_ns PID: the summed run time (ns) of every BPF program PID holds
@@ -195,6 +207,26 @@ while [ $REP -le "$REPS" ]; do
 
         spin_in q20 3 $((WIN + 60)); sleep 2
         res cpumax20 "$(cg_cpu_pct $WIN q20)"; drain_loads
+
+        # An agent session (measure.sh): an interactive step's wake-up
+        # probe beside the session's background step, and the CPU the
+        # session got. scx_agentcg runs it as a session (its cell, the
+        # policy's classes), once with the default static cells and once
+        # with --enable-borrowing (row agentcg-borrow); the other arms get
+        # the policy's weights by cpu.weight.
+        if [ $ARM = agentcg ]; then
+            session_policy true > /tmp/pol.toml
+            for v in agentcg agentcg-borrow; do
+                arm_stop agentcg
+                borrow=""; [ $v = agentcg ] || borrow=--enable-borrowing
+                sched_start --cell-parent-cgroup $SESSION_P --policy /tmp/pol.toml $borrow || break
+                session_case $v
+            done
+        else
+            session_bg_weight 50
+            session_case $ARM
+            session_bg_weight 100
+        fi
         arm_stop $ARM
         log "rep $REP $ARM done"
     done

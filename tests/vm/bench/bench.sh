@@ -67,33 +67,22 @@ shares() { get "$1" "$2" | awk '{ s = ""; for (i = 2; i <= NF; i++) if ($i !~ /^
 # agent sessions: an interactive step's probe beside 6 background spinners
 # of its session (background at half weight), and how long a new session
 # waits for its cell
-P=agentcg
-cg_parent $P > /dev/null
-cg_parent $P/s1 100 > /dev/null
-cg_new $P/s1/chat 100 > /dev/null; cg_new $P/s1/bg 100 > /dev/null
-policy() {
-    printf '[profile.chat]\nclass = "interactive"\nwakeup_boost = %s\nburst_credit_ms = 50\nburst_refill_pct = 20\n' "$1"
-    printf '[profile.bg]\nclass = "background"\nweight = 0.5\n'
-    printf '[[select]]\nprofile = "chat"\npath = "%s/*/chat"\n[[select]]\nprofile = "bg"\npath = "%s/*/bg"\n' $P $P
-}
-session_probe() {   # session_probe LABEL: p50/p99 of the chat probe
-    spin_in $P/s1/bg 6 $((WIN + 60)); spin_in $P/s1/chat 2 $((WIN + 60)); sleep 1
-    l=$(agentcg-load wakeup --cgroup $P/s1/chat --interval-us 2000 --duration $WIN); drain_loads
-    echo "slat $l" >> "/tmp/res.$1"
-}
+P=$SESSION_P
+session_setup
+session_probe_res() { echo "slat $(session_probe $WIN)" >> "/tmp/res.$1"; }
 
 run_cases cfs
-echo 50 > "$CG_ROOT/$P/s1/bg/cpu.weight"   # what the bg profile does, for CFS
-session_probe cfs
-echo 100 > "$CG_ROOT/$P/s1/bg/cpu.weight"
+session_bg_weight 50   # what the bg profile does, for CFS
+session_probe_res cfs
+session_bg_weight 100
 sched_start || fail "scheduler did not start"
 run_cases agentcg
 sched_stop INT
-policy true > /tmp/pol.toml; policy true > /tmp/on.toml; policy false > /tmp/off.toml
+session_policy true > /tmp/pol.toml; session_policy true > /tmp/on.toml; session_policy false > /tmp/off.toml
 sched_start --cell-parent-cgroup $P --policy /tmp/pol.toml || fail "scheduler (sessions) did not start"
-session_probe boost
+session_probe_res boost
 cp /tmp/off.toml /tmp/pol.toml; kill -HUP "$SCHED_PID"; sleep 1
-session_probe noboost
+session_probe_res noboost
 # mkdir of a session to its cell applied (the scheduler's own measure)
 : > /tmp/applat
 i=0; while [ $i -lt 20 ]; do
@@ -116,7 +105,7 @@ for L in cfs agentcg; do
     eval "qnest_$L=\"\$(get $L qnest | awk '{ printf \"%.1f %%, c3/c1 %.2f\", \$2, \$3 }')\""
 done
 for L in cfs boost noboost; do
-    eval "slat_$L=\"\$(kv p50_us \"\$(get $L slat)\") / \$(kv p99_us \"\$(get $L slat)\")\""
+    eval "slat_$L=\"\$(kv p50_us \"\$(get $L slat)\") / \$(kv p99_us \"\$(get $L slat)\") (session CPU \$(kv s1_cpu_pct \"\$(get $L slat)\") %)\""
 done
 # |used - quota| as a percentage of the quota
 err() { awk -v u="$1" -v q="$2" 'BEGIN { d = u - q; if (d < 0) d = -d; printf "%.1f", d * 100 / q }'; }
@@ -134,7 +123,7 @@ echo "| cpu.max 10 %, 3 spinners + busy neighbour: usage % of a CPU (error % of 
 echo "| cpu.max 50 %, 3 spinners + busy neighbour | $q50_cfs ($(err $q50_cfs 50)) | $q50_agentcg ($(err $q50_agentcg 50)) | error <= 2 % |"
 echo "| cpu.max 150 %, 4 spinners + busy neighbour | $q150_cfs ($(err $q150_cfs 150)) | $q150_agentcg ($(err $q150_agentcg 150)) | error <= 2 % |"
 echo "| cpu.max nested: parent 50 %, children 100/300 (4 spinners each): parent usage, split | $qnest_cfs | $qnest_agentcg | 50 %, 3.00 |"
-echo "| session: probe p50 / p99 (us) in an interactive step with 2 spinners, beside 6 background spinners (CFS: bg at weight 50) | $slat_cfs | boost: $slat_boost; no boost: $slat_noboost | p99 <= 0.5x CFS |"
+echo "| session: probe p50 / p99 (us) in an interactive step with 2 spinners, beside 6 background spinners (CFS: bg at weight 50), and the CPU the session got (% of a CPU; scx_agentcg: its cell, static) | $slat_cfs | boost: $slat_boost; no boost: $slat_noboost | p99 <= 0.5x CFS |"
 echo "| session: mkdir of a session to its cell applied | n/a | $applat | <= 20 ms |"
 echo "BENCH-TABLE-END"
 check "scheduler exited cleanly" test "$SCHED_RC" = 0

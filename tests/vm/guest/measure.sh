@@ -133,3 +133,34 @@ all_in_cpulist() {
     for _c in $1; do in_cpulist "$_c" "$2" || return 1; done
     return 0
 }
+
+# The agent-session case of both benchmarks: session s1 under the managed
+# parent $SESSION_P, with an interactive step "chat" (its wake-up probe and
+# 2 spinners) and a background step "bg" (6 spinners) at half weight.
+SESSION_P=agentcg
+# session_setup: make the cgroups (weights 100; see session_bg_weight)
+session_setup() {
+    cg_parent $SESSION_P > /dev/null && cg_parent $SESSION_P/s1 100 > /dev/null \
+        && cg_new $SESSION_P/s1/chat 100 > /dev/null && cg_new $SESSION_P/s1/bg 100 > /dev/null
+}
+# session_policy BOOST: scx_agentcg's policy file for it (stdout): chat is
+# interactive (wakeup_boost BOOST), bg background at weight 0.5
+session_policy() {
+    printf '[profile.chat]\nclass = "interactive"\nwakeup_boost = %s\nburst_credit_ms = 50\nburst_refill_pct = 20\n' "$1"
+    printf '[profile.bg]\nclass = "background"\nweight = 0.5\n'
+    printf '[[select]]\nprofile = "chat"\npath = "%s/*/chat"\n[[select]]\nprofile = "bg"\npath = "%s/*/bg"\n' $SESSION_P $SESSION_P
+}
+# session_bg_weight W: bg's cpu.weight; 50 gives a scheduler without the
+# policy what the bg profile gives scx_agentcg, 100 undoes it
+session_bg_weight() { echo "$1" > "$(cg_path $SESSION_P/s1/bg)/cpu.weight"; }
+# session_probe SECS: run the loads, print the probe's agentcg-load line
+# and, appended as s1_cpu_pct=, the CPU the whole session got meanwhile (%
+# of a CPU): a latency bought by running the session on fewer CPUs (a cell
+# smaller than the machine) shows there
+session_probe() {
+    spin_in $SESSION_P/s1/bg 6 $(($1 + 60)); spin_in $SESSION_P/s1/chat 2 $(($1 + 60)); sleep 1
+    _sb=$(cg_usage_us $SESSION_P/s1); _st=$(uptime_s)
+    _sl=$(agentcg-load wakeup --cgroup $SESSION_P/s1/chat --interval-us 2000 --duration "$1")
+    echo "$_sl s1_cpu_pct=$(pct "$(calc "$(cg_usage_us $SESSION_P/s1) - $_sb")" "$(calc "($(uptime_s) - $_st) * 1000000")")"
+    drain_loads
+}
