@@ -71,6 +71,9 @@ session_case() {
     ARM=$_arm
 }
 
+# hackbench_run: the hackbench case's run, in cgroup hb (output discarded)
+hackbench_run() { cg_run hb hackbench -g 4 -l 200 > /dev/null 2>&1; }
+
 # bpf_run_ns PID: the summed run time (ns) of every BPF program PID holds
 # open, as the kernel counts it while kernel.bpf_stats_enabled is 1
 bpf_run_ns() {
@@ -155,7 +158,7 @@ while [ $REP -le "$REPS" ]; do
         res nested "$(max_dev "$s" "16.7 16.7 66.7")"
 
         t0=$(cut -d' ' -f1 /proc/uptime)
-        cg_run hb hackbench -g 4 -l 200 > /dev/null 2>&1
+        hackbench_run
         res hackbench "$(calc "$(cut -d' ' -f1 /proc/uptime) - $t0")"
 
         # The scheduler's own cost: the run time of its BPF programs in a
@@ -165,7 +168,7 @@ while [ $REP -le "$REPS" ]; do
         if [ $ARM != cfs ]; then
             echo 1 > /proc/sys/kernel/bpf_stats_enabled
             b0=$(bpf_run_ns $SCHED_PID); u0=$(cg_usage_us hb)
-            cg_run hb hackbench -g 4 -l 200 > /dev/null 2>&1
+            hackbench_run
             b1=$(bpf_run_ns $SCHED_PID); u1=$(cg_usage_us hb)
             echo 0 > /proc/sys/kernel/bpf_stats_enabled
             log "$ARM hackbench: BPF $b0 -> $b1 ns, cgroup hb $u0 -> $u1 us"

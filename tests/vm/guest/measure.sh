@@ -159,8 +159,10 @@ session_bg_weight() { echo "$1" > "$(cg_path $SESSION_P/s1/bg)/cpu.weight"; }
 # smaller than the machine) shows there
 session_probe() {
     spin_in $SESSION_P/s1/bg 6 $(($1 + 60)); spin_in $SESSION_P/s1/chat 2 $(($1 + 60)); sleep 1
-    _sb=$(cg_usage_us $SESSION_P/s1); _st=$(uptime_s)
-    _sl=$(agentcg-load wakeup --cgroup $SESSION_P/s1/chat --interval-us 2000 --duration "$1")
-    echo "$_sl s1_cpu_pct=$(pct "$(calc "$(cg_usage_us $SESSION_P/s1) - $_sb")" "$(calc "($(uptime_s) - $_st) * 1000000")")"
+    agentcg-load wakeup --cgroup $SESSION_P/s1/chat --interval-us 2000 --duration "$1" > /tmp/session_probe.out &
+    _sp=$!
+    _sc=$(cg_cpu_pct "$1" $SESSION_P/s1)
+    wait $_sp
+    echo "$(cat /tmp/session_probe.out) s1_cpu_pct=$_sc"
     drain_loads
 }
