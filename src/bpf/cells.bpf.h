@@ -285,19 +285,20 @@ static struct bpf_rb_node *pop_for_cpu(struct cpu_ctx *cpuc, bool no_borrow,
 
 /*
  * A task of domain @d wakes and found no idle CPU of its own: take back a
- * CPU of its cell that is lent to another cell.
+ * CPU of its cell that is lent to another cell. Returns that CPU, for the
+ * caller to preempt, or -1.
  */
-static bool reclaim_lent_cpu(u32 d)
+static s32 reclaim_lent_cpu(u32 d)
 {
 	const struct cpumask *m;
 	struct cpu_ctx *cpuc;
 	s32 cpu;
 
 	if (!borrowing || !cells_active())
-		return false;
+		return -1;
 	m = domain_mask(d);
 	if (!m)
-		return false;
+		return -1;
 	bpf_for(cpu, 0, nr_cpus) {
 		if (!bpf_cpumask_test_cpu(cpu, m))
 			continue;
@@ -307,10 +308,9 @@ static bool reclaim_lent_cpu(u32 d)
 		cpuc->cur_until = 0;
 		cpuc->lent = false;
 		stat_inc(STAT_RECLAIM);
-		scx_bpf_kick_cpu(cpu, SCX_KICK_PREEMPT);
-		return true;
+		return cpu;
 	}
-	return false;
+	return -1;
 }
 
 /* Per-cell CPU time: busy on the CPU's cell, borrowed/lent across cells. */

@@ -112,6 +112,7 @@ struct cgrp_ctx {
 	u64 reserved;		/* vtime reserved by CPUs serving this cgroup */
 	u64 tvtime_now;		/* task vtime frontier inside the cgroup */
 	u64 queued;		/* the cgroup's node is in the tree */
+	u64 direct_at;		/* a waking task went straight onto a CPU (ns) */
 	u64 enq_seq;		/* tasks enqueued so far (picker race check) */
 	u64 usage_ns;		/* CPU time of this cgroup's own tasks */
 	u64 nr_dispatches;	/* tasks dispatched from this cgroup's DSQ */
