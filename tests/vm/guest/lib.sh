@@ -99,9 +99,10 @@ finish() {
 calc() { awk "BEGIN { print $* }"; }
 # pct A B: A as a percentage of B, one decimal ("inf" if B is 0).
 pct() { awk -v a="$1" -v b="$2" 'BEGIN { if (b == 0) print "inf"; else printf "%.1f\n", a * 100 / b }'; }
-# fge A B / fle A B: float comparisons as exit status.
-fge() { awk -v a="$1" -v b="$2" 'BEGIN { exit !(a + 0 >= b + 0) }'; }
-fle() { awk -v a="$1" -v b="$2" 'BEGIN { exit !(a + 0 <= b + 0) }'; }
+# fge A B / fle A B: float comparisons as exit status; false if either is
+# empty (a measurement that did not happen is not a 0).
+fge() { [ -n "$1" ] && [ -n "$2" ] && awk -v a="$1" -v b="$2" 'BEGIN { exit !(a + 0 >= b + 0) }'; }
+fle() { [ -n "$1" ] && [ -n "$2" ] && awk -v a="$1" -v b="$2" 'BEGIN { exit !(a + 0 <= b + 0) }'; }
 # kv KEY LINE: value of KEY in a "name k=v k=v" line (empty if absent).
 kv() {
     printf '%s\n' "$2" | awk -v k="$1=" '{ for (i = 1; i <= NF; i++)

@@ -85,6 +85,40 @@ spin_stop() {
 # their window: a window that outlives a cgroup's load skews its share.
 drain_loads() { killall agentcg-load 2> /dev/null; wait_until 30 sh -c '! pidof agentcg-load' > /dev/null; }
 
+# wake_to_run SECS TID: trace thread TID for SECS (tracefs) and print
+# "w2r_n=N w2r_p50_us=X w2r_p90_us=Y": how long it waited from each wake-up
+# (sched_waking) to running (sched_switch to it). That is the scheduler's
+# own part of a wake-up's latency; a timer probe's figure adds the timer's
+# lateness, which under TCG is mostly the host descheduling the vCPU.
+wake_to_run() {
+    _t=/sys/kernel/tracing
+    [ -d $_t/events ] || mount -t tracefs nodev $_t || return 1
+    echo 0 > $_t/tracing_on
+    echo global > $_t/trace_clock
+    echo "pid == $2" > $_t/events/sched/sched_waking/filter
+    echo "next_pid == $2" > $_t/events/sched/sched_switch/filter
+    for _e in sched_waking sched_switch; do echo 1 > $_t/events/sched/$_e/enable; done
+    echo > $_t/trace
+    echo 1 > $_t/tracing_on; sleep "$1"; echo 0 > $_t/tracing_on
+    for _e in sched_waking sched_switch; do echo 0 > $_t/events/sched/$_e/enable; done
+    awk '!/^#/ { for (i = 1; i <= NF; i++) if ($i ~ /^[0-9]+\.[0-9]+:$/) { t = $i; break }
+            sub(":", "", t) }
+         /sched_waking:/ { w = t; next }
+         /sched_switch:/ && w != "" { printf "%.0f\n", (t - w) * 1e6; w = "" }' $_t/trace \
+        | sort -n > /tmp/w2r
+    _n=$(wc -l < /tmp/w2r)
+    [ "$_n" -gt 0 ] || { echo "w2r_n=0"; return 1; }
+    echo "w2r_n=$_n w2r_p50_us=$(sed -n "$((_n / 2 + 1))p" /tmp/w2r) w2r_p90_us=$(sed -n "$((_n * 9 / 10 + 1))p" /tmp/w2r)"
+}
+
+# cg_thread CG NAME: the id of the thread named NAME (its comm) in CG.
+cg_thread() {
+    for _tid in $(cat "$(cg_path "$1")/cgroup.threads"); do
+        [ "$(cat /proc/$_tid/comm 2>/dev/null)" = "$2" ] && { echo "$_tid"; return 0; }
+    done
+    return 1
+}
+
 # within VALUE WANT PCT: VALUE within PCT percent (relative) of WANT.
 within() { awk -v v="$1" -v w="$2" -v p="$3" 'BEGIN { d = v - w; if (d < 0) d = -d; exit !(d <= w * p / 100) }'; }
 
