@@ -52,5 +52,17 @@ panic_log=$(tests/vm/run.sh --smp 1 --mem 1G --timeout 120 --append-args rdinit=
 [ "$(grep -c 'stalled (kernel Oops or panic before init); booting again' <<< "$panic_log")" = 2 ] \
     || { echo "$panic_log"; echo "run.sh did not boot three times after a panic before init"; exit 1; }
 echo "boot retry after a panic before init: ok"
+# A guest that dies of a stray int3 Oops after init (qemu's stale-code
+# fault, run.sh's header) runs its scenario again on a new boot; any other
+# Oops after init fails the run at once.
+int3_log=$(tests/vm/run.sh --smp 1 --mem 1G --timeout 120 tests/vm/harness/int3-oops.sh 2>&1) \
+    || { echo "$int3_log"; echo "run.sh did not run the scenario again after an int3 Oops"; exit 1; }
+[ "$(grep -c 'died of an int3 Oops.*booting again' <<< "$int3_log")" = 2 ] \
+    || { echo "$int3_log"; echo "run.sh did not boot three times after int3 Oopses"; exit 1; }
+gpf_log=$(tests/vm/run.sh --smp 1 --mem 1G --timeout 120 --append-args agentcg.test_oops=gpf \
+    tests/vm/harness/int3-oops.sh 2>&1) && { echo "$gpf_log"; echo "a guest that died of a general protection fault passed"; exit 1; }
+! grep -q 'booting again' <<< "$gpf_log" \
+    || { echo "$gpf_log"; echo "run.sh booted again after an Oops that is not an int3"; exit 1; }
+echo "boot retry after an int3 Oops, and none after another Oops: ok"
 echo "== VM integration tests"
 tests/run-vm-tests.sh "$@"
