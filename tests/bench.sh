@@ -85,14 +85,17 @@ fi
         echo "| $t | median | min | max |"
         echo "| --- | --- | --- | --- |"
         # "lost": the arm's scheduler was no longer loaded when the case
-        # ended (arms.sh); such repetitions are left out and counted
+        # ended; "error": it did not start for the case (arms.sh). Such
+        # repetitions are left out and counted.
         for a in cfs flatcg bpfland agentcg agentcg-borrow cfs-fifo cfs-isolated; do
             rows=$({ tr -d "\r" < target/bench/arms.log | grep "^ARM-RESULT $a [0-9]* $c " || true; })
             lost=$(awk '$5 == "lost"' <<< "$rows" | wc -l)
+            errs=$(awk '$5 == "error"' <<< "$rows" | wc -l)
             label=$a; [ "$lost" = 0 ] || label="$a ($lost lost: sched_ext was no longer enabled)"
-            awk '$5 != "lost" && NF { print $5 }' <<< "$rows" | sort -n | awk -v a="$label" '
+            [ "$errs" = 0 ] || label="$label ($errs not run: the scheduler did not start)"
+            awk '$5 != "lost" && $5 != "error" && NF { print $5 }' <<< "$rows" | sort -n | awk -v a="$label" '
                 { v[NR] = $1 } END { if (NR) printf "| %s | %s | %s | %s |\n", a, v[int((NR + 1) / 2)], v[1], v[NR]
-                                     else if (a ~ /lost/) printf "| %s | | | |\n", a }'
+                                     else if (a ~ /lost|not run/) printf "| %s | | | |\n", a }'
         done
     done
 } >> target/bench/latest.md

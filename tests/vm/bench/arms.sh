@@ -222,7 +222,11 @@ while [ $REP -le "$REPS" ]; do
             for v in agentcg agentcg-borrow; do
                 arm_stop agentcg
                 borrow=""; [ $v = agentcg ] || borrow=--enable-borrowing
-                sched_start --cell-parent-cgroup $SESSION_P --policy /tmp/pol.toml $borrow || break
+                if ! sched_start --cell-parent-cgroup $SESSION_P --policy /tmp/pol.toml $borrow; then
+                    # say so in the table rather than leave the rows out
+                    for k in p99_us p50_us cpu_pct; do res_as $v session_$k error; done
+                    break
+                fi
                 session_case $v
             done
         else
