@@ -91,12 +91,14 @@ drain_loads() { killall agentcg-load 2> /dev/null; wait_until 30 sh -c '! pidof 
 # own part of a wake-up's latency; a timer probe's figure adds the timer's
 # lateness, which under TCG is mostly the host descheduling the vCPU.
 wake_to_run() {
+    # no thread id: an unfiltered trace would pair other tasks' events
+    [ -n "$2" ] || { echo "w2r_n=0"; return 1; }
     _t=/sys/kernel/tracing
     [ -d $_t/events ] || mount -t tracefs nodev $_t || return 1
     echo 0 > $_t/tracing_on
     echo global > $_t/trace_clock
-    echo "pid == $2" > $_t/events/sched/sched_waking/filter
-    echo "next_pid == $2" > $_t/events/sched/sched_switch/filter
+    echo "pid == $2" > $_t/events/sched/sched_waking/filter || return 1
+    echo "next_pid == $2" > $_t/events/sched/sched_switch/filter || return 1
     for _e in sched_waking sched_switch; do echo 1 > $_t/events/sched/$_e/enable; done
     echo > $_t/trace
     echo 1 > $_t/tracing_on; sleep "$1"; echo 0 > $_t/tracing_on
