@@ -100,33 +100,23 @@ cyc_p50_p99() {
                print p50, p99 }'
 }
 
-# Where cyclictest's p99 comes from: a second run traced with tracefs
-# (sched_waking / sched_switch of its measurement thread, the newest
-# cyclictest thread; the main thread, made first, wakes every 10 ms).
-# Prints the p99 of waking -> running in us: the scheduler's part. The rest
-# of cyclictest's latency is the timer firing late, which no scheduler
-# controls (under TCG: the host running another vCPU thread).
-TR=/sys/kernel/tracing
-mount -t tracefs nodev $TR 2>/dev/null
-wake_to_run_p99() {
-    grep -E "sched_waking: comm=cyclictest|next_comm=cyclictest" $TR/trace | awk '
-      /sched_waking/ { for (i = 1; i <= NF; i++) if ($i ~ /^pid=/) pid = substr($i, 5)
-                       t = $4; sub(":", "", t); w[pid] = t; nw[pid]++; next }
-      /sched_switch/ { for (i = 1; i <= NF; i++) if ($i ~ /^next_pid=/) pid = substr($i, 10)
-                       t = $4; sub(":", "", t)
-                       if (pid in w) { us = int((t - w[pid]) * 1e6); h[pid, us]++; nd[pid]++
-                                       if (us > mx[pid]) mx[pid] = us; delete w[pid] } }
-      END { b = ""; for (p in nw) if (b == "" || p + 0 > b + 0) b = p
-            n = nd[b]; if (n < 100) { print "n/a"; exit }
-            c = 0; for (i = 0; i <= mx[b]; i++) { c += h[b, i]; if (c >= n * 0.99) { print i; exit } } }'
-}
+# Where cyclictest's p99 comes from: a second run whose measurement thread
+# (the newest cyclictest thread; the main thread, made first, wakes every
+# 10 ms) is traced by wake_to_run (measure.sh) for all but the run's first
+# and last second. Prints the p99 of waking -> running in us: the
+# scheduler's part. The rest of cyclictest's latency is the timer firing
+# late, which no scheduler controls (under TCG: the host running another
+# vCPU thread). "n/a" if fewer than 100 wake-ups were traced.
 traced_cyclictest() {
-    [ -d $TR/events/sched ] || { echo n/a; return; }
-    echo 20000 > $TR/buffer_size_kb; echo > $TR/trace
-    echo 1 > $TR/events/sched/sched_switch/enable; echo 1 > $TR/events/sched/sched_waking/enable
-    cyclictest_probe > /dev/null 2>&1
-    echo 0 > $TR/events/sched/sched_switch/enable; echo 0 > $TR/events/sched/sched_waking/enable
-    wake_to_run_p99
+    cyclictest_probe > /dev/null 2>&1 &
+    _cyc=$!
+    sleep 1
+    _tid=$(for _t in $(cat "$(cg_path probe)/cgroup.threads"); do
+               [ "$(cat /proc/$_t/comm 2>/dev/null)" = cyclictest ] && echo "$_t"
+           done | sort -n | tail -n 1)
+    _l=$(wake_to_run $((WIN - 2)) "$_tid")
+    wait $_cyc
+    if [ "$(kv w2r_n "$_l")" -ge 100 ] 2>/dev/null; then kv w2r_p99_us "$_l"; else echo n/a; fi
 }
 
 REP=1

@@ -86,7 +86,7 @@ spin_stop() {
 drain_loads() { killall agentcg-load 2> /dev/null; wait_until 30 sh -c '! pidof agentcg-load' > /dev/null; }
 
 # wake_to_run SECS TID: trace thread TID for SECS (tracefs) and print
-# "w2r_n=N w2r_p50_us=X w2r_p90_us=Y": how long it waited from each wake-up
+# "w2r_n=N w2r_p50_us=X w2r_p90_us=Y w2r_p99_us=Z": how long it waited from each wake-up
 # (sched_waking) to running (sched_switch to it). That is the scheduler's
 # own part of a wake-up's latency; a timer probe's figure adds the timer's
 # lateness, which under TCG is mostly the host descheduling the vCPU.
@@ -110,7 +110,7 @@ wake_to_run() {
         | sort -n > /tmp/w2r
     _n=$(wc -l < /tmp/w2r)
     [ "$_n" -gt 0 ] || { echo "w2r_n=0"; return 1; }
-    echo "w2r_n=$_n w2r_p50_us=$(sed -n "$((_n / 2 + 1))p" /tmp/w2r) w2r_p90_us=$(sed -n "$((_n * 9 / 10 + 1))p" /tmp/w2r)"
+    echo "w2r_n=$_n w2r_p50_us=$(sed -n "$((_n / 2 + 1))p" /tmp/w2r) w2r_p90_us=$(sed -n "$((_n * 9 / 10 + 1))p" /tmp/w2r) w2r_p99_us=$(sed -n "$((_n * 99 / 100 + 1))p" /tmp/w2r)"
 }
 
 # cg_thread CG NAME: the id of the thread named NAME (its comm) in CG.
