@@ -103,10 +103,11 @@ cyc_p50_p99() {
 # Where cyclictest's p99 comes from: a second run whose measurement thread
 # (the newest cyclictest thread; the main thread, made first, wakes every
 # 10 ms) is traced by wake_to_run (measure.sh) for all but the run's first
-# and last second. Prints the p99 of waking -> running in us: the
-# scheduler's part. The rest of cyclictest's latency is the timer firing
-# late, which no scheduler controls (under TCG: the host running another
-# vCPU thread). "n/a" if fewer than 100 wake-ups were traced.
+# and last second (for 1 s in a window under 3 s). Prints the p99 of
+# waking -> running in us: the scheduler's part. The rest of cyclictest's
+# latency is the timer firing late, which no scheduler controls (under TCG:
+# the host running another vCPU thread). "n/a" if fewer than 100 wake-ups
+# were traced.
 traced_cyclictest() {
     cyclictest_probe > /dev/null 2>&1 &
     _cyc=$!
@@ -114,7 +115,8 @@ traced_cyclictest() {
     _tid=$(for _t in $(cat "$(cg_path probe)/cgroup.threads"); do
                [ "$(cat /proc/$_t/comm 2>/dev/null)" = cyclictest ] && echo "$_t"
            done | sort -n | tail -n 1)
-    _l=$(wake_to_run $((WIN - 2)) "$_tid")
+    _s=$((WIN - 2)); [ "$_s" -ge 1 ] || _s=1   # a window shorter than 3 s
+    _l=$(wake_to_run "$_s" "$_tid")
     wait $_cyc
     if [ "$(kv w2r_n "$_l")" -ge 100 ] 2>/dev/null; then kv w2r_p99_us "$_l"; else echo n/a; fi
 }
