@@ -112,11 +112,8 @@ traced_cyclictest() {
     cyclictest_probe > /dev/null 2>&1 &
     _cyc=$!
     sleep 1
-    _tid=$(for _t in $(cat "$(cg_path probe)/cgroup.threads"); do
-               [ "$(cat /proc/$_t/comm 2>/dev/null)" = cyclictest ] && echo "$_t"
-           done | sort -n | tail -n 1)
     _s=$((WIN - 2)); [ "$_s" -ge 1 ] || _s=1   # a window shorter than 3 s
-    _l=$(wake_to_run "$_s" "$_tid")
+    _l=$(wake_to_run "$_s" "$(cg_thread probe cyclictest)")
     wait $_cyc
     if [ "$(kv w2r_n "$_l")" -ge 100 ] 2>/dev/null; then kv w2r_p99_us "$_l"; else echo n/a; fi
 }

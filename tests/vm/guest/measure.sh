@@ -113,12 +113,14 @@ wake_to_run() {
     echo "w2r_n=$_n w2r_p50_us=$(sed -n "$((_n / 2 + 1))p" /tmp/w2r) w2r_p90_us=$(sed -n "$((_n * 9 / 10 + 1))p" /tmp/w2r) w2r_p99_us=$(sed -n "$((_n * 99 / 100 + 1))p" /tmp/w2r)"
 }
 
-# cg_thread CG NAME: the id of the thread named NAME (its comm) in CG.
+# cg_thread CG NAME: the id of the thread named NAME (its comm) in CG; of
+# several, the newest (highest id: cyclictest's measurement thread, made
+# after its main thread of the same name). Fails if there is none.
 cg_thread() {
-    for _tid in $(cat "$(cg_path "$1")/cgroup.threads"); do
-        [ "$(cat /proc/$_tid/comm 2>/dev/null)" = "$2" ] && { echo "$_tid"; return 0; }
-    done
-    return 1
+    _tid=$(for _t in $(cat "$(cg_path "$1")/cgroup.threads"); do
+               [ "$(cat /proc/$_t/comm 2>/dev/null)" = "$2" ] && echo "$_t"
+           done | sort -n | tail -n 1)
+    [ -n "$_tid" ] && echo "$_tid"
 }
 
 # within VALUE WANT PCT: VALUE within PCT percent (relative) of WANT.
