@@ -560,28 +560,43 @@ impl CellTable {
     }
 }
 
-/// Coalesces bursts of tree events: due once things have been quiet for
-/// `quiet`, or `max_delay` after the first event of a burst at the latest.
+/// Coalesces bursts of tree events. The first event after a quiet spell
+/// (no apply for `max_delay`) is due at once: a session made on its own gets
+/// its cell without waiting for a timer, which in a loaded VM wakes several
+/// ms late. Events that follow an apply closely are taken as a burst (a
+/// launcher making a session and its steps): due once things have been
+/// quiet for `quiet`, or `max_delay` after the burst's first event at the
+/// latest.
 #[derive(Clone, Debug)]
 pub struct Debounce {
     quiet: Duration,
     max_delay: Duration,
     first: Option<Instant>,
     last: Option<Instant>,
+    /// when the last apply cleared the pending events
+    applied: Option<Instant>,
+    /// the pending burst started after a quiet spell: due at once
+    leading: bool,
 }
 
 impl Debounce {
     pub fn new(quiet: Duration, max_delay: Duration) -> Self {
-        Debounce { quiet, max_delay, first: None, last: None }
+        Debounce { quiet, max_delay, first: None, last: None, applied: None, leading: false }
     }
 
     pub fn event(&mut self, now: Instant) {
-        self.first.get_or_insert(now);
+        if self.first.is_none() {
+            self.leading = self.applied.is_none_or(|a| now >= a + self.max_delay);
+            self.first = Some(now);
+        }
         self.last = Some(now);
     }
 
     pub fn next_deadline(&self) -> Option<Instant> {
         let (f, l) = (self.first?, self.last?);
+        if self.leading {
+            return Some(f);
+        }
         Some((l + self.quiet).min(f + self.max_delay))
     }
 
@@ -589,9 +604,12 @@ impl Debounce {
         self.next_deadline().map(|d| now >= d).unwrap_or(false)
     }
 
-    pub fn clear(&mut self) {
+    /// The pending events are being applied (at @now).
+    pub fn clear(&mut self, now: Instant) {
         self.first = None;
         self.last = None;
+        self.leading = false;
+        self.applied = Some(now);
     }
 }
 
@@ -785,19 +803,38 @@ mod tests {
     }
 
     #[test]
-    fn debounce_coalesces_bursts() {
+    fn debounce_applies_a_lone_event_at_once_and_coalesces_bursts() {
+        let ms = Duration::from_millis;
         let t0 = Instant::now();
-        let mut d = Debounce::new(Duration::from_millis(2), Duration::from_millis(15));
+        let mut d = Debounce::new(ms(2), ms(15));
         assert!(!d.due(t0));
-        for i in 0..10 {
-            d.event(t0 + Duration::from_millis(i));
+        assert_eq!(d.next_deadline(), None);
+        // nothing applied yet: the first event is due when it is seen
+        d.event(t0);
+        assert!(d.due(t0));
+        d.clear(t0);
+        assert!(!d.due(t0 + ms(100)), "nothing pending after an apply");
+        // events right after an apply are a burst: due 2 ms after the last
+        for i in 1..10 {
+            d.event(t0 + ms(i));
         }
-        assert!(!d.due(t0 + Duration::from_millis(10)));
-        assert!(d.due(t0 + Duration::from_millis(11)));
-        d.clear();
-        for i in 0..30 {
-            d.event(t0 + Duration::from_millis(i));
+        assert!(!d.due(t0 + ms(10)));
+        assert!(d.due(t0 + ms(11)));
+        d.clear(t0 + ms(11));
+        // a burst that does not stop is bounded by max_delay from its first
+        for i in 12..42 {
+            d.event(t0 + ms(i));
         }
-        assert!(d.due(t0 + Duration::from_millis(15)), "bounded by max_delay");
+        assert!(!d.due(t0 + ms(26)));
+        assert!(d.due(t0 + ms(27)), "bounded by max_delay");
+        d.clear(t0 + ms(27));
+        // an event within max_delay of the last apply still waits for quiet
+        d.event(t0 + ms(41));
+        assert!(!d.due(t0 + ms(42)));
+        assert!(d.due(t0 + ms(43)));
+        d.clear(t0 + ms(43));
+        // after a quiet spell of max_delay, at once again
+        d.event(t0 + ms(58));
+        assert!(d.due(t0 + ms(58)));
     }
 }

@@ -665,7 +665,7 @@ impl<'a> Scheduler<'a> {
         let Some(m) = self.cells.as_mut() else {
             return;
         };
-        m.debounce.clear();
+        m.debounce.clear(Instant::now());
         let plan = match m.scan_and_plan(online, &self.policy) {
             Ok(p) => p,
             Err(e) => {

@@ -2,11 +2,12 @@
 //! Keeping the BPF side's cells in step with the managed cgroup tree.
 //!
 //! The manager watches the managed parent (inotify on the parent and on each
-//! session directory), and on every change (debounced) recomputes the whole
-//! layout: which sessions have cells, each cell's CPUs, each step's mask and
-//! profile. It stages that in the BPF object's `.bss` and in the
-//! `cgrp_cfgs` map and runs the `agentcg_apply_cells` syscall program, which
-//! installs it at once (see src/bpf/cells.bpf.h).
+//! session directory), and on every change (a lone change at once, a burst
+//! coalesced: see [`Debounce`]) recomputes the whole layout: which sessions
+//! have cells, each cell's CPUs, each step's mask and profile. It stages
+//! that in the BPF object's `.bss` and in the `cgrp_cfgs` map and runs the
+//! `agentcg_apply_cells` syscall program, which installs it at once (see
+//! src/bpf/cells.bpf.h).
 //!
 //! Everything that decides (splits, masks, profiles) is a plain function of
 //! the scanned tree, tested without BPF: see [`plan`].
@@ -414,7 +415,7 @@ impl CellManager {
         })
     }
 
-    /// A change was seen in the tree: apply soon (debounced).
+    /// A change was seen in the tree: apply at once or after the burst.
     pub fn event(&mut self, now: Instant) {
         if self.first_event.is_none() {
             self.first_event = Some(now);
