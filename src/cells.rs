@@ -604,12 +604,16 @@ impl Debounce {
         self.next_deadline().map(|d| now >= d).unwrap_or(false)
     }
 
-    /// The pending events are being applied (at @now).
+    /// An apply is happening (at @now). Only an apply of pending events
+    /// opens the window in which later events count as the same burst: the
+    /// periodic rescan, which applies with nothing pending, does not.
     pub fn clear(&mut self, now: Instant) {
+        if self.first.is_some() {
+            self.applied = Some(now);
+        }
         self.first = None;
         self.last = None;
         self.leading = false;
-        self.applied = Some(now);
     }
 }
 
@@ -836,5 +840,10 @@ mod tests {
         // after a quiet spell of max_delay, at once again
         d.event(t0 + ms(58));
         assert!(d.due(t0 + ms(58)));
+        d.clear(t0 + ms(58));
+        // a rescan (an apply with nothing pending) opens no burst window
+        d.clear(t0 + ms(74));
+        d.event(t0 + ms(75));
+        assert!(d.due(t0 + ms(75)), "a rescan made a lone event wait");
     }
 }
