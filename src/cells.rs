@@ -575,26 +575,22 @@ pub struct Debounce {
     last: Option<Instant>,
     /// when the last apply cleared the pending events
     applied: Option<Instant>,
-    /// the pending burst started after a quiet spell: due at once
-    leading: bool,
 }
 
 impl Debounce {
     pub fn new(quiet: Duration, max_delay: Duration) -> Self {
-        Debounce { quiet, max_delay, first: None, last: None, applied: None, leading: false }
+        Debounce { quiet, max_delay, first: None, last: None, applied: None }
     }
 
     pub fn event(&mut self, now: Instant) {
-        if self.first.is_none() {
-            self.leading = self.applied.is_none_or(|a| now >= a + self.max_delay);
-            self.first = Some(now);
-        }
+        self.first.get_or_insert(now);
         self.last = Some(now);
     }
 
     pub fn next_deadline(&self) -> Option<Instant> {
         let (f, l) = (self.first?, self.last?);
-        if self.leading {
+        // the burst started after a quiet spell: due at once
+        if self.applied.is_none_or(|a| f >= a + self.max_delay) {
             return Some(f);
         }
         Some((l + self.quiet).min(f + self.max_delay))
@@ -613,7 +609,6 @@ impl Debounce {
         }
         self.first = None;
         self.last = None;
-        self.leading = false;
     }
 }
 
