@@ -3,15 +3,16 @@ use std::process::Command;
 
 /// The build id: the git commit the binary is built from ("-dirty" when the
 /// tree has changes), or "unknown" outside a git checkout.
+fn git(args: &[&str]) -> Option<String> {
+    Command::new("git")
+        .args(args)
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+}
+
 fn git_build_id() -> String {
-    let git = |args: &[&str]| {
-        Command::new("git")
-            .args(args)
-            .output()
-            .ok()
-            .filter(|o| o.status.success())
-            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
-    };
     match git(&["rev-parse", "--short=7", "HEAD"]) {
         Some(hash) if !hash.is_empty() => {
             let dirty = git(&["status", "--porcelain", "--untracked-files=no"])
@@ -29,8 +30,15 @@ fn main() {
     // whole package, so the BPF sources are named too
     println!("cargo:rerun-if-changed=build.rs");
     println!("cargo:rerun-if-changed=src/bpf");
-    for f in [".git/HEAD", ".git/index"] {
-        if std::path::Path::new(f).exists() {
+    // The build id follows the commit. .git/HEAD only names the branch; a
+    // commit (an amend too) moves the branch's ref, loose or packed.
+    let branch = git(&["symbolic-ref", "-q", "HEAD"]).map(|r| format!(".git/{r}"));
+    for f in [".git/HEAD", ".git/index", ".git/packed-refs"]
+        .into_iter()
+        .map(String::from)
+        .chain(branch)
+    {
+        if std::path::Path::new(&f).exists() {
             println!("cargo:rerun-if-changed={f}");
         }
     }
