@@ -1,8 +1,7 @@
 // SPDX-License-Identifier: GPL-2.0-only
 use std::process::Command;
 
-/// The build id: the git commit the binary is built from ("-dirty" when the
-/// tree has changes), or "unknown" outside a git checkout.
+/// `git ARGS`'s trimmed output, or None when git is missing or fails.
 fn git(args: &[&str]) -> Option<String> {
     Command::new("git")
         .args(args)
@@ -12,6 +11,8 @@ fn git(args: &[&str]) -> Option<String> {
         .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
 }
 
+/// The build id: the git commit the binary is built from ("-dirty" when the
+/// tree has changes), or "unknown" outside a git checkout.
 fn git_build_id() -> String {
     match git(&["rev-parse", "--short=7", "HEAD"]) {
         Some(hash) if !hash.is_empty() => {
