@@ -15,6 +15,7 @@ mod escalation;
 mod launcher;
 mod memcg_ops;
 mod memcg_ops_skel;
+mod memory;
 mod partial;
 mod policy;
 mod stats;
@@ -164,6 +165,14 @@ pub struct Opts {
     #[clap(long)]
     pub mem_escalation: bool,
 
+    /// Memory arbitration between sessions (needs --cell-parent-cgroup):
+    /// memory.low/min for interactive sessions, background sessions held
+    /// back in the scheduler, then frozen, as the shared memory.max nears,
+    /// resumed when there is room again, and killed only as the last resort
+    /// before the kernel's OOM killer ([memory] in the policy file).
+    #[clap(long)]
+    pub mem_arbitration: bool,
+
     /// Give tasks of interactive steps this timer slack (ns) through
     /// /proc/PID/timerslack_ns (needs --cell-parent-cgroup). 0: off.
     #[clap(long, default_value = "0")]
@@ -259,12 +268,19 @@ impl Opts {
                 ("--enable-rebalancing", self.enable_rebalancing),
                 ("--partial", self.partial),
                 ("--mem-escalation", self.mem_escalation),
+                ("--mem-arbitration", self.mem_arbitration),
                 ("--timer-slack-ns", self.timer_slack_ns != 0),
             ] {
                 if set {
                     bail!("{flag} needs --cell-parent-cgroup (the managed tree of agent sessions)");
                 }
             }
+        }
+        if self.mem_escalation && self.mem_arbitration {
+            bail!(
+                "--mem-escalation and --mem-arbitration both freeze and kill sessions: use one \
+                 (--mem-arbitration pauses sessions before they reach the limit; --mem-escalation reacts to pressure)"
+            );
         }
         for (flag, v) in [("--stats", self.stats), ("--monitor", self.monitor)] {
             if let Some(secs) = v {
@@ -344,6 +360,10 @@ struct Scheduler<'a> {
     esc_stats: Option<Arc<std::sync::Mutex<escalation::EscalationStats>>>,
     esc_policy: Option<Arc<std::sync::Mutex<Option<Policy>>>>,
     esc_thread: Option<std::thread::JoinHandle<()>>,
+    /// the --mem-arbitration thread, its counters and its copy of the policy
+    arb_stats: Option<Arc<std::sync::Mutex<memory::arbiter::ArbitrationStats>>>,
+    arb_policy: Option<Arc<std::sync::Mutex<Policy>>>,
+    arb_thread: Option<std::thread::JoinHandle<()>>,
 }
 
 impl<'a> Scheduler<'a> {
@@ -463,6 +483,16 @@ impl<'a> Scheduler<'a> {
         rodata.herd_control = !opts.no_herd_control;
         rodata.use_kernel_bandwidth = bw_source == BandwidthSource::Kernel;
         rodata.borrowing = opts.enable_borrowing;
+        let guard_cgid = match (&cells, opts.mem_arbitration) {
+            (Some(m), true) => {
+                use std::os::unix::fs::MetadataExt;
+                std::fs::metadata(&m.dir)
+                    .with_context(|| format!("--mem-arbitration: {}", m.dir.display()))?
+                    .ino()
+            }
+            _ => 0,
+        };
+        write_mem_cfg(&mut skel.maps.data_data.as_mut().unwrap().mem_cfg, &policy.memory, guard_cgid);
 
         let mut skel = scx_ops_load!(skel, agentcg_ops, uei)?;
         let struct_ops = Some(scx_ops_attach!(skel, agentcg_ops)?);
@@ -512,6 +542,43 @@ impl<'a> Scheduler<'a> {
             None => (None, None, None),
         };
 
+        let (arb_stats, arb_policy, arb_thread) = if guard_cgid != 0 {
+            let maps = memory::arbiter::Maps {
+                cgrp_ctxs: libbpf_rs::MapHandle::try_from(&skel.maps.cgrp_ctxs)?,
+                mem_ctls: libbpf_rs::MapHandle::try_from(&skel.maps.mem_ctls)?,
+                mem_order: libbpf_rs::MapHandle::try_from(&skel.maps.mem_order)?,
+            };
+            let pol = Arc::new(std::sync::Mutex::new(policy.clone()));
+            let a = memory::arbiter::Arbiter::new(
+                std::path::Path::new(CGROUP2_ROOT).to_path_buf(),
+                opts.cell_parent_cgroup.as_deref().unwrap_or_default(),
+                policy.memory.clone(),
+                pol.clone(),
+                maps,
+            )?;
+            let m = &policy.memory;
+            info!(
+                "mem-arbitration: on for the sessions of {}: in-kernel guard polls the page counters every {} us; \
+                 pause at {} %, resume below {} %, freeze after {} ms, kill at {} % as the last resort{}; \
+                 interactive sessions get memory.low/min{}",
+                opts.cell_parent_cgroup.as_deref().unwrap_or_default(),
+                m.poll_us,
+                m.guard_pct,
+                m.resume_pct,
+                m.freeze_after_ms,
+                m.kill_pct,
+                if m.pause { "" } else { " (pause = false: none of this)" },
+                if m.oom_prefer_background {
+                    "; the OOM killer prefers background sessions (oom_score_adj, memory.oom.group)"
+                } else {
+                    ""
+                }
+            );
+            (Some(a.stats_handle()), Some(pol), Some(a.spawn(esc_stop.clone())?))
+        } else {
+            (None, None, None)
+        };
+
         let stats_server = StatsServer::new(stats::server_data())
             .launch()
             .context("starting the stats server")?;
@@ -547,6 +614,9 @@ impl<'a> Scheduler<'a> {
             esc_stats,
             esc_policy,
             esc_thread,
+            arb_stats,
+            arb_policy,
+            arb_thread,
         };
         if sched.bw_poll.is_some() {
             sched.poll_bandwidth();
@@ -609,6 +679,14 @@ impl<'a> Scheduler<'a> {
                     if let Ok(mut g) = h.lock() {
                         *g = Some(p.clone());
                     }
+                }
+                if let Some(h) = &self.arb_policy {
+                    if let Ok(mut g) = h.lock() {
+                        *g = p.clone();
+                    }
+                    let data = self.skel.maps.data_data.as_mut().unwrap();
+                    let guard = data.mem_cfg.guard_cgid;
+                    write_mem_cfg(&mut data.mem_cfg, &p.memory, guard);
                 }
                 self.policy = p;
                 match self.write_profiles() {
@@ -972,6 +1050,7 @@ impl<'a> Scheduler<'a> {
             sessions,
             memcg_ops: self.memcg_ops_state.clone(),
             escalation: self.esc_stats.as_ref().and_then(|h| h.lock().ok().map(|g| g.clone())),
+            arbitration: self.arb_stats.as_ref().and_then(|h| h.lock().ok().map(|g| g.clone())),
             map_entries,
             cells,
             steps,
@@ -1061,6 +1140,9 @@ impl<'a> Scheduler<'a> {
         if let Some(t) = self.esc_thread.take() {
             let _ = t.join(); // thaws what it froze
         }
+        if let Some(t) = self.arb_thread.take() {
+            let _ = t.join(); // thaws, withdraws protection
+        }
         let _ = self.memcg_ops_link.take();
         let _ = self.struct_ops.take();
         uei_report!(&self.skel, uei)
@@ -1086,7 +1168,20 @@ fn memcg_selftest(open_object: &mut MaybeUninit<OpenObject>) -> Result<usize> {
 }
 
 /// MemTotal of /proc/meminfo in bytes (0 if unreadable).
-fn memory_total_bytes() -> u64 {
+/// The BPF memory guard's settings from `[memory]`; @guard_cgid 0 (or
+/// pause = false) keeps it idle.
+fn write_mem_cfg(c: &mut bpf_skel::types::mem_cfg, m: &memory::MemoryConfig, guard_cgid: u64) {
+    c.guard_cgid = guard_cgid;
+    c.poll_ns = m.poll_us * 1000;
+    c.gap_ns = m.pause_gap_ms * 1_000_000;
+    c.hold_max_ns = memory::HOLD_MAX_MS * 1_000_000;
+    c.rest_ns = memory::HOLD_REST_MS * 1_000_000;
+    // pause = false: a guard line no fill reaches
+    c.guard_permille = if m.pause { memory::MemoryConfig::permille(m.guard_pct) } else { u32::MAX };
+    c.resume_permille = memory::MemoryConfig::permille(m.resume_pct);
+}
+
+pub fn memory_total_bytes() -> u64 {
     std::fs::read_to_string("/proc/meminfo")
         .ok()
         .and_then(|s| {

@@ -37,6 +37,22 @@
 //! thaw_below_pct = 5.0      # below for thaw_after_ms: running again (5, 1000)
 //! thaw_after_ms = 1000
 //!
+//! [memory]                  # --mem-arbitration (src/memory.rs); pct of the shared memory.max
+//! pause = true              # hold background sessions back near the limit (true)
+//! guard_pct = 90            # pause the next session from here, 1 to 99 (90)
+//! resume_pct = 80           # resume below, below guard_pct (80)
+//! kill_pct = 97             # last resort, above guard_pct (97)
+//! pause_gap_ms = 100        # between two pauses or two resumes (100)
+//! freeze_after_ms = 1000    # a pause this long becomes cgroup.freeze, below 5000 (1000)
+//! reclaim = true            # with swap: memory.reclaim of frozen sessions (true)
+//! kill_after_ms = 3000      # with swap: at kill_pct this long before a kill (3000)
+//! poll_us = 1000            # in-kernel poll of the limit, 100 to 100000 (1000)
+//! protect_low = "256M"      # interactive budget where the profile has no protect_low
+//! protect_headroom_pct = 25 # memory.low = usage + 25 %, within the budget
+//! protect_min_pct = 50      # memory.min = 50 % of memory.low
+//! protect_total_pct = 50    # all interactive sessions: at most 50 % of the limit
+//! oom_prefer_background = true # oom_score_adj / memory.oom.group for pausable sessions
+//!
 //! [[select]]
 //! profile = "chat"
 //! path = "agentcg/*/chat_*" # glob on the cgroup path below the cgroup2 root
@@ -81,6 +97,7 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use crate::escalation::{EscalationConfig, MAX_DWELL_MS};
+use crate::memory::{MemoryConfig, MAX_MEMORY_DWELL_MS};
 use crate::memcg_ops::{DelayCurve, MAX_DELAY_MS, MAX_SLOPE_MS_PER_PCT, MAX_START_PCT};
 use crate::thrash::{ThrashParams, THRASH_MAX};
 
@@ -283,6 +300,8 @@ pub struct Policy {
     pub thrash: ThrashParams,
     /// `[escalation]`
     pub escalation: EscalationConfig,
+    /// `[memory]` (--mem-arbitration)
+    pub memory: MemoryConfig,
 }
 
 /// Every problem found in a policy file, each as "FILE:LINE: message".
@@ -308,6 +327,91 @@ struct RawFile {
     select: Vec<Spanned<RawSelect>>,
     thrash: Option<Spanned<RawThrash>>,
     escalation: Option<Spanned<RawEscalation>>,
+    memory: Option<Spanned<RawMemory>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawMemory {
+    pause: Option<bool>,
+    guard_pct: Option<Spanned<i64>>,
+    resume_pct: Option<Spanned<i64>>,
+    kill_pct: Option<Spanned<i64>>,
+    pause_gap_ms: Option<Spanned<i64>>,
+    freeze_after_ms: Option<Spanned<i64>>,
+    reclaim: Option<bool>,
+    kill_after_ms: Option<Spanned<i64>>,
+    poll_us: Option<Spanned<i64>>,
+    protect_headroom_pct: Option<Spanned<i64>>,
+    protect_min_pct: Option<Spanned<i64>>,
+    protect_total_pct: Option<Spanned<i64>>,
+    protect_low: Option<Spanned<toml::Value>>,
+    oom_prefer_background: Option<bool>,
+}
+
+/// The `[memory]` table, its problems added to @problems.
+fn parse_memory(m: &Spanned<RawMemory>, text: &str, file: &str, problems: &mut Vec<String>) -> MemoryConfig {
+    let mut cfg = MemoryConfig::default();
+    let mline = line_of(text, m.span().start);
+    let rm = m.get_ref();
+    let at = |s: &std::ops::Range<usize>| format!("{file}:{}: [memory]", line_of(text, s.start));
+    let mut given: BTreeMap<&str, usize> = BTreeMap::new();
+    let mut ok = true;
+    for (key, raw, lo, hi, slot) in [
+        ("guard_pct", &rm.guard_pct, 1, 99, &mut cfg.guard_pct),
+        ("resume_pct", &rm.resume_pct, 1, 98, &mut cfg.resume_pct),
+        ("kill_pct", &rm.kill_pct, 2, 100, &mut cfg.kill_pct),
+        ("protect_headroom_pct", &rm.protect_headroom_pct, 0, 1000, &mut cfg.protect_headroom_pct),
+        ("protect_min_pct", &rm.protect_min_pct, 0, 100, &mut cfg.protect_min_pct),
+        ("protect_total_pct", &rm.protect_total_pct, 0, 100, &mut cfg.protect_total_pct),
+    ] {
+        let Some(v) = raw else { continue };
+        given.insert(key, line_of(text, v.span().start));
+        if check_range(problems, at(&v.span()), key, *v.get_ref(), lo, hi) {
+            *slot = *v.get_ref() as u32;
+        } else {
+            ok = false;
+        }
+    }
+    for (key, raw, lo, hi, slot) in [
+        ("pause_gap_ms", &rm.pause_gap_ms, 1, MAX_MEMORY_DWELL_MS as i64, &mut cfg.pause_gap_ms),
+        ("freeze_after_ms", &rm.freeze_after_ms, 1, MAX_MEMORY_DWELL_MS as i64, &mut cfg.freeze_after_ms),
+        ("kill_after_ms", &rm.kill_after_ms, 0, MAX_MEMORY_DWELL_MS as i64, &mut cfg.kill_after_ms),
+        ("poll_us", &rm.poll_us, 100, 100_000, &mut cfg.poll_us),
+    ] {
+        let Some(v) = raw else { continue };
+        given.insert(key, line_of(text, v.span().start));
+        if check_range(problems, at(&v.span()), key, *v.get_ref(), lo, hi) {
+            *slot = *v.get_ref() as u64;
+        } else {
+            ok = false;
+        }
+    }
+    if let Some(v) = &rm.protect_low {
+        match size_of(v.get_ref(), false) {
+            Ok(l) => cfg.protect_low = Some(l.bytes()),
+            Err(e) => {
+                problems.push(format!("{}: protect_low: {e}", at(&v.span())));
+                ok = false;
+            }
+        }
+    }
+    for (v, slot) in [
+        (rm.pause, &mut cfg.pause),
+        (rm.reclaim, &mut cfg.reclaim),
+        (rm.oom_prefer_background, &mut cfg.oom_prefer_background),
+    ] {
+        if let Some(v) = v {
+            *slot = v;
+        }
+    }
+    if ok {
+        for (keys, msg) in cfg.problems() {
+            let (l, note) = blame(keys, &given, mline, "the default applies");
+            problems.push(format!("{file}:{l}: [memory]: {msg}{note}"));
+        }
+    }
+    cfg
 }
 
 #[derive(Deserialize)]
@@ -436,6 +540,7 @@ impl Policy {
                 source: None,
             thrash: ThrashParams::default(),
             escalation: EscalationConfig::default(),
+            memory: MemoryConfig::default(),
         }
     }
 
@@ -682,6 +787,11 @@ impl Policy {
             }
         }
 
+        let memory = match &raw.memory {
+            Some(m) => parse_memory(m, text, file, &mut problems),
+            None => MemoryConfig::default(),
+        };
+
         let mut selectors = Vec::new();
         for sp in &raw.select {
             let line = line_of(text, sp.span().start);
@@ -751,7 +861,7 @@ impl Policy {
             });
             return Err(PolicyError { problems });
         }
-        Ok(Policy { profiles, selectors, source: None, thrash, escalation })
+        Ok(Policy { profiles, selectors, source: None, thrash, escalation, memory })
     }
 
     pub fn profile_index(&self, name: &str) -> Option<usize> {
@@ -1254,6 +1364,31 @@ session = "batch_*"
         Policy::parse_str("[thrash]\n", "p.toml").unwrap();
         let p = Policy::parse_str("[thrash]\ncpus_pct = 100\n", "p.toml").unwrap();
         assert_eq!(p.thrash.cpus_pct, 100);
+    }
+
+    #[test]
+    fn memory_table_parses_and_errors_name_file_and_line() {
+        let p = Policy::parse_str(
+            "[memory]\nguard_pct = 85\nresume_pct = 70\nfreeze_after_ms = 500\nreclaim = false\nprotect_low = \"64M\"\n",
+            "p.toml",
+        )
+        .unwrap();
+        assert_eq!((p.memory.guard_pct, p.memory.resume_pct, p.memory.freeze_after_ms), (85, 70, 500));
+        assert_eq!((p.memory.reclaim, p.memory.protect_low), (false, Some(64 << 20)));
+        assert_eq!(Policy::parse_str("", "p.toml").unwrap().memory, MemoryConfig::default());
+        let e = err("[memory]\nguard_pct = 150\n");
+        assert!(e.starts_with("p.toml:2: [memory]: guard_pct = 150 is out of range: use 1 to 99"), "{e}");
+        let e = err("[memory]\n\nresume_pct = 95\n");
+        assert!(e.starts_with("p.toml:3: [memory]: resume_pct = 95 must be below guard_pct = 90"), "{e}");
+        assert!(e.contains("guard_pct not set"), "{e}");
+        let e = err("[memory]\nguard_pct = 80\nkill_pct = 75\nresume_pct = 70\n");
+        assert!(e.starts_with("p.toml:3: [memory]: kill_pct = 75 must be above guard_pct = 80"), "{e}");
+        let e = err("[memory]\nfreeze_after_ms = 8000\n");
+        assert!(e.contains("p.toml:2: [memory]: freeze_after_ms = 8000 must be below 5000"), "{e}");
+        let e = err("[memory]\nprotect_low = \"lots\"\n");
+        assert!(e.starts_with("p.toml:2: [memory]: protect_low:"), "{e}");
+        let e = err("[memory]\npause_after = 3\n");
+        assert!(e.contains("pause_after"), "{e}");
     }
 
     #[test]

@@ -130,6 +130,14 @@ pub struct SessionMetrics {
     pub idle_ms: u64,
     #[stat(desc = "--mem-escalation phase: running, throttled, soft-paused (frozen), killed; empty when off")]
     pub mem_phase: String,
+    #[stat(desc = "--mem-arbitration state: running, held (paused in the scheduler), frozen, killing; empty when off")]
+    pub mem_state: String,
+    #[stat(desc = "--mem-arbitration: memory.low given to the session (MiB)")]
+    pub mem_low_mb: u64,
+    #[stat(desc = "--mem-arbitration: memory.min given to the session (MiB)")]
+    pub mem_min_mb: u64,
+    #[stat(desc = "--mem-arbitration: times the session was held back since start")]
+    pub mem_holds: u64,
 }
 
 #[stat_doc]
@@ -220,6 +228,8 @@ pub struct Metrics {
     pub sessions: BTreeMap<String, SessionMetrics>,
     #[stat(desc = "--mem-escalation since start: sessions throttled, frozen, thawed, killed, failed writes")]
     pub mem_escalation: BTreeMap<String, u64>,
+    #[stat(desc = "--mem-arbitration: fill of the shared limit (permille), swap (0/1), and since start holds, frozen, thawed, reclaims, reclaimed MiB, kills, failed writes, reaction times (us: guard line crossed to the held session's last growth; count, median, max)")]
+    pub mem_arbitration: BTreeMap<String, u64>,
 }
 
 /// Cumulative state the scheduler hands to stats clients.
@@ -243,6 +253,7 @@ pub struct Snapshot {
     pub sessions: Vec<String>,
     pub memcg_ops: String,
     pub escalation: Option<crate::escalation::EscalationStats>,
+    pub arbitration: Option<crate::memory::arbiter::ArbitrationStats>,
 }
 
 /// Cumulative state of one cell.
@@ -272,6 +283,26 @@ impl Snapshot {
 }
 
 /// Turn two snapshots into the metrics of the interval between them.
+/// The --mem-arbitration counters as the stats name them.
+fn arbitration_counters(a: &crate::memory::arbiter::ArbitrationStats) -> BTreeMap<String, u64> {
+    let mut r = a.reactions_us.clone();
+    r.sort_unstable();
+    BTreeMap::from([
+        ("fill_permille".to_string(), a.fill_permille),
+        ("swap".to_string(), a.swap as u64),
+        ("holds".to_string(), a.holds),
+        ("frozen".to_string(), a.frozen),
+        ("thawed".to_string(), a.thawed),
+        ("reclaims".to_string(), a.reclaims),
+        ("reclaimed_mb".to_string(), a.reclaimed_bytes >> 20),
+        ("killed".to_string(), a.killed),
+        ("errors".to_string(), a.errors),
+        ("reactions".to_string(), r.len() as u64),
+        ("reaction_us_median".to_string(), r.get(r.len() / 2).copied().unwrap_or(0)),
+        ("reaction_us_max".to_string(), r.last().copied().unwrap_or(0)),
+    ])
+}
+
 pub fn metrics_between(prev: &Snapshot, cur: &Snapshot) -> Metrics {
     use crate::bpf_intf::*;
     let d = |idx: u32| cur.counter(idx).saturating_sub(prev.counter(idx));
@@ -360,6 +391,11 @@ pub fn metrics_between(prev: &Snapshot, cur: &Snapshot) -> Metrics {
             )
         })
         .collect();
+    let arb = |name: &str| {
+        cur.arbitration
+            .as_ref()
+            .and_then(|a| a.sessions.get(name.rsplit('/').next().unwrap_or(name)))
+    };
     let sessions = cur
         .sessions
         .iter()
@@ -378,6 +414,10 @@ pub fn metrics_between(prev: &Snapshot, cur: &Snapshot) -> Metrics {
                         .as_ref()
                         .and_then(|e| e.sessions.get(name.rsplit('/').next().unwrap_or(name)).cloned())
                         .unwrap_or_default(),
+                    mem_state: arb(name).map(|a| a.state.clone()).unwrap_or_default(),
+                    mem_low_mb: arb(name).map(|a| a.low_bytes >> 20).unwrap_or(0),
+                    mem_min_mb: arb(name).map(|a| a.min_bytes >> 20).unwrap_or(0),
+                    mem_holds: arb(name).map(|a| a.holds).unwrap_or(0),
                 },
             )
         })
@@ -398,6 +438,7 @@ pub fn metrics_between(prev: &Snapshot, cur: &Snapshot) -> Metrics {
                 ])
             })
             .unwrap_or_default(),
+        mem_arbitration: cur.arbitration.as_ref().map(arbitration_counters).unwrap_or_default(),
         memcg_ops: cur.memcg_ops.clone(),
         memory,
         sessions,

@@ -63,7 +63,10 @@ struct {
 	__type(value, struct bw_timer);
 } bw_timers SEC(".maps");
 
-/* Is @cgrp or one of its non-root ancestors throttled? */
+/*
+ * Is @cgrp or one of its non-root ancestors throttled, or held back by the
+ * memory guard (memory.bpf.h, which counts its holds in nr_bw_throttled)?
+ */
 static bool bw_throttled(struct cgroup *cgrp)
 {
 	struct cgrp_ctx *c;
@@ -73,7 +76,7 @@ static bool bw_throttled(struct cgroup *cgrp)
 		return false;
 	bpf_for(level, 1, cgrp->level + 1) {
 		c = ancestor_ctx(cgrp, level);
-		if (c && c->bw_throttled)
+		if (c && (c->bw_throttled || c->mem_held))
 			return true;
 	}
 	return false;

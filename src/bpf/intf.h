@@ -50,6 +50,12 @@ enum agentcg_consts {
 	AGENTCG_MAX_PROFILES	= 64,
 	/* fixed-point 1.0 for weight multipliers */
 	AGENTCG_MULT_ONE	= 1024,
+
+	/* memory arbitration (memory.bpf.h): sessions in the pause order */
+	AGENTCG_MEM_MAX_SESSIONS = 64,
+	/* mem_ctl.mode: BPF may hold the session / must let it run */
+	AGENTCG_MEM_CANDIDATE	= 1,
+	AGENTCG_MEM_RUN		= 2,
 };
 
 /* DSQ ids: cgroup DSQs use the cgroup id (the directory's inode number) */
@@ -88,6 +94,8 @@ enum agentcg_stat_idx {
 	STAT_NO_CREDIT,		/* a boostable wakeup had no burst credit left */
 	STAT_THRASH_PENALTY,	/* a cgroup entered the thrash penalty */
 	STAT_THRASH_CAPPED,	/* a penalised task queued on its capped CPUs */
+	STAT_MEM_HOLD,		/* memory guard: a session held back */
+	STAT_MEM_RELEASE,	/* memory guard: a held session let run again */
 	AGENTCG_NR_STATS,
 };
 
@@ -168,6 +176,16 @@ struct cgrp_ctx {
 	u64 act_idle_ns;	/* finished idle gaps */
 	u64 act_nr_up;		/* idle -> active */
 	u64 act_nr_down;	/* active -> idle (finished gaps) */
+
+	/* memory arbitration (memory.bpf.h): the session is held back */
+	u64 mem_held;
+	u64 mem_held_at;	/* when the hold began */
+	u64 mem_crossed_at;	/* when the guard line was crossed (that hold) */
+	u64 mem_grew_at;	/* last poll that saw its usage grow while held */
+	u64 mem_usage_pages;	/* its usage at the hold, then the highest seen */
+	u64 mem_nr_holds;
+	u64 mem_held_ns;	/* finished holds */
+	u64 mem_rest_until;	/* released by the hold limit: not held before this */
 };
 
 /*
@@ -254,6 +272,26 @@ struct cell_stat {
 	u64 used_ns;		/* CPU time the cell's tasks used, anywhere */
 	u64 borrowed_ns;	/* the cell's tasks ran on other cells' CPUs */
 	u64 lent_ns;		/* other cells' tasks ran on this cell's CPUs */
+};
+
+/*
+ * Memory arbitration, userspace to BPF (memory.bpf.h). Thresholds are
+ * permille of the tightest memory.max on the guard cgroup's path.
+ */
+struct mem_cfg {
+	u64 guard_cgid;		/* the managed parent; 0: arbitration off */
+	u64 poll_ns;		/* guard poll period */
+	u64 gap_ns;		/* at least this between two holds or two releases */
+	u64 hold_max_ns;	/* a hold longer than this is released (watchdog) */
+	u64 rest_ns;		/* and the session is not held again for this long */
+	u32 guard_permille;	/* hold the next candidate at or above this */
+	u32 resume_permille;	/* release the oldest hold below this */
+};
+
+/* One session's arbitration state as userspace sets it (map mem_ctls). */
+struct mem_ctl {
+	u32 mode;		/* AGENTCG_MEM_CANDIDATE or AGENTCG_MEM_RUN */
+	u32 rank;		/* its place in the pause order (0 first) */
 };
 
 /* argument of the agentcg_set_bandwidth syscall program */

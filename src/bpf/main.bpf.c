@@ -62,7 +62,9 @@
  * unqueue()).
  *
  * cpu.max is enforced in BPF too (bandwidth.bpf.h): budgets per limited
- * cgroup, refilled by timers, throttled subtrees parked off the tree.
+ * cgroup, refilled by timers, throttled subtrees parked off the tree. The
+ * memory guard (memory.bpf.h) holds background sessions back the same way
+ * when their shared parent nears its memory.max.
  *
  * Cells (cells.bpf.h): with sessions configured, the tree is ordered by
  * (placement domain, key) and each CPU serves only the domains it belongs
@@ -236,6 +238,7 @@ static __always_inline u64 scale_by_hweight(u64 ns, u64 hw)
 #include "policy.bpf.h"
 #include "memcg_ops.bpf.h"
 #include "thrash.bpf.h"
+#include "memory.bpf.h"
 
 /* the cvtime frontier of @cgc's cell */
 static __always_inline u64 *vnow_of(struct cgrp_ctx *cgc)
@@ -1706,6 +1709,7 @@ void BPF_STRUCT_OPS(agentcg_cgroup_exit, struct cgroup *cgrp)
 	/* drop the cgroup's cpu.max state and timer */
 	bw_apply(cgrp, 0, (u64)-1, 0);
 	thrash_cgroup_exit(cgrp);
+	mem_cgroup_exit(cgrp);
 
 	/* a node still in the tree is dropped when it is next popped */
 	bpf_map_delete_elem(&node_stashes, &cgid);
@@ -1808,6 +1812,11 @@ s32 BPF_STRUCT_OPS_SLEEPABLE(agentcg_init)
 	ret = bpf_timer_start(&st->timer, AGENTCG_SWEEP_MS * 1000000ULL, 0);
 	if (ret)
 		return ret;
+	if (mem_cfg.guard_cgid) {
+		ret = mem_timer_start();
+		if (ret)
+			return ret;
+	}
 
 	ret = scx_bpf_create_dsq(AGENTCG_FALLBACK_DSQ, -1);
 	if (ret)

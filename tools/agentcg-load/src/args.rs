@@ -23,8 +23,10 @@ Subcommands:
                                                    (default: fork+_exit; --exec: spawn
                                                    P, default this tool's hidden no-op)
   burst     [--on-ms A] [--off-ms B] [--threads N] use A ms of CPU, sleep B ms, repeat
-  memhog    [--mb M] [--threads N]                 N threads sweep over M MiB of memory,
-                                                   writing every page, over and over
+  memhog    [--mb M] [--threads N] [--rate-mb-s R] N threads sweep over M MiB of memory,
+                                                   writing every page, over and over; with
+                                                   R, the first sweep grows the memory at
+                                                   R MiB/s in all (paced per MiB)
   cpustat   PATH...                                print usage_usec of cgroups as PATH=usec
   cgchurn   [--cycles N] PREFIX...                 for i in 0..N, for each PREFIX: create the
                                                    cgroup PREFIXi and remove it again (no
@@ -58,7 +60,7 @@ pub enum Cmd {
     Pingpong { pairs: usize },
     Forkstorm { procs: usize, exec: bool, exec_path: Option<String> },
     Burst { on_ms: f64, off_ms: f64, threads: usize },
-    Memhog { mb: usize, threads: usize },
+    Memhog { mb: usize, threads: usize, rate_mb_s: Option<f64> },
     Cpustat { paths: Vec<String> },
     Cgchurn { cycles: usize, prefixes: Vec<String> },
     RawReq { socket: String, request: String },
@@ -110,7 +112,7 @@ pub fn parse(args: &[String]) -> Result<Opts, String> {
         "pingpong" => (&["pairs"], &[]),
         "forkstorm" => (&["procs", "exec-path"], &["exec"]),
         "burst" => (&["on-ms", "off-ms", "threads"], &[]),
-        "memhog" => (&["mb", "threads"], &[]),
+        "memhog" => (&["mb", "threads", "rate-mb-s"], &[]),
         "cpustat" | "rawreq" => (&[], &[]),
         "cgchurn" => (&["cycles"], &[]),
         _ => return Err(format!("unknown subcommand '{sub}'")),
@@ -219,6 +221,16 @@ pub fn parse(args: &[String]) -> Result<Opts, String> {
         "memhog" => Cmd::Memhog {
             mb: get("mb").map(|v| parse_count("--mb", v)).unwrap_or(Ok(64))?,
             threads: count("threads")?,
+            rate_mb_s: match get("rate-mb-s") {
+                None => None,
+                Some(v) => {
+                    let r = parse_float("--rate-mb-s", v, 0.0)?;
+                    if r <= 0.0 {
+                        return Err(format!("--rate-mb-s: expected MiB per second above 0, got '{v}'"));
+                    }
+                    Some(r)
+                }
+            },
         },
         "cpustat" => {
             if positional.is_empty() {

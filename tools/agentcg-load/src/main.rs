@@ -296,16 +296,28 @@ fn burst(c: &Common, on_ms: f64, off_ms: f64, threads: usize) -> Result<String, 
 /// Each thread owns mb / threads MiB and writes one byte of every page in
 /// turn, forever: past memory.high this keeps the cgroup in reclaim (and,
 /// with swap, swapping), which is what the thrash tests need.
-fn memhog(c: &Common, mb: usize, threads: usize) -> Result<String, String> {
+fn memhog(c: &Common, mb: usize, threads: usize, rate_mb_s: Option<f64>) -> Result<String, String> {
     const PAGE: usize = 4096;
+    const MIB: usize = 1 << 20;
     let per = (mb << 20) / threads.max(1);
+    // seconds per MiB for each thread while the first sweep grows
+    let pace = rate_mb_s.map(|r| threads.max(1) as f64 / r);
     let (per_thread, secs) = run_workers(threads, c, move |i, stop| {
         let mut buf = vec![0u8; per];
         let mut sweeps = 0u64;
         let mut v = i as u8;
+        let start = Instant::now();
         while !stop.is_set() {
             for off in (0..buf.len()).step_by(PAGE) {
                 buf[off] = v;
+                if let (0, Some(p)) = (sweeps, pace) {
+                    if off % MIB == 0 {
+                        let due = Duration::from_secs_f64(p * (off / MIB) as f64);
+                        while start.elapsed() < due && !stop.is_set() {
+                            std::thread::sleep((due - start.elapsed()).min(Duration::from_millis(10)));
+                        }
+                    }
+                }
                 if off % (256 * PAGE) == 0 && stop.is_set() {
                     break;
                 }
@@ -380,7 +392,7 @@ fn run(o: Opts) -> Result<String, String> {
         Cmd::Pingpong { pairs } => pingpong(c, pairs),
         Cmd::Forkstorm { procs, exec, exec_path } => forkstorm(c, procs, exec, exec_path),
         Cmd::Burst { on_ms, off_ms, threads } => burst(c, on_ms, off_ms, threads),
-        Cmd::Memhog { mb, threads } => memhog(c, mb, threads),
+        Cmd::Memhog { mb, threads, rate_mb_s } => memhog(c, mb, threads, rate_mb_s),
         Cmd::Cpustat { paths } => cpustat(&paths),
         Cmd::Cgchurn { cycles, prefixes } => cgchurn(cycles, &prefixes),
         Cmd::RawReq { socket, request } => rawreq(&socket, &request),

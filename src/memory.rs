@@ -1,0 +1,460 @@
+// SPDX-License-Identifier: GPL-2.0-only
+//! Memory arbitration between agent sessions on mainline kernels
+//! (`--mem-arbitration`, the `[memory]` table of the policy file).
+//!
+//! The sessions are the direct children of the managed parent; the parent
+//! (or an ancestor of it) carries the `memory.max` they share. Three
+//! mechanisms act together:
+//!
+//! - **Protection.** A session whose profile is of the interactive class
+//!   gets `memory.low` = its usage plus `protect_headroom_pct`, at most its
+//!   budget (the profile's `protect_low`, else `[memory] protect_low`, and
+//!   together no more than `protect_total_pct` of the shared limit), and
+//!   `memory.min` = `protect_min_pct` of that. The managed parent gets the
+//!   sum, since protection below a parent without any is worth nothing
+//!   (cgroup2 without `memory_recursiveprot`). Both are withdrawn (0) when
+//!   the session leaves the class or ends, and on exit.
+//! - **Pause, don't kill.** BPF (src/bpf/memory.bpf.h) polls the parent's
+//!   fill every `poll_us` and, at `guard_pct` of the limit, holds back the
+//!   first session of the pause order (background before tool before
+//!   unclassified, youngest first; interactive sessions are never paused)
+//!   the way cpu.max throttling does, so it stops allocating within a tick.
+//!   A hold that lasts `freeze_after_ms` becomes a `cgroup.freeze` (and,
+//!   with swap, a `memory.reclaim` of the frozen session, so the others can
+//!   use the room). Below `resume_pct` holds are released and frozen
+//!   sessions thawed, oldest first, one per `pause_gap_ms`.
+//! - **The last resort.** At `kill_pct` with every pausable session
+//!   paused (and, with swap, after `kill_after_ms` there), the youngest
+//!   paused session is killed with `cgroup.kill`, logged with the reason,
+//!   before the kernel's OOM killer would have to act. Should the kernel's
+//!   OOM killer still act, it prefers background sessions: their tasks get
+//!   `oom_score_adj` 1000 (500 for tool and unclassified sessions), and
+//!   their `memory.oom.group` is set so a kill takes the whole session.
+//!   Both are put back on exit.
+//!
+//! The rules are pure functions below ([`protection`], [`pause_order`],
+//! [`decide`]); the loop that reads and writes the cgroup files is in
+//! src/memory/arbiter.rs.
+
+pub mod arbiter;
+
+use crate::policy::StepClass;
+
+/// The `[memory]` table.
+#[derive(Clone, Debug, PartialEq)]
+pub struct MemoryConfig {
+    /// hold background sessions back near the limit
+    pub pause: bool,
+    /// percent of the shared memory.max: pause from here
+    pub guard_pct: u32,
+    /// resume below this
+    pub resume_pct: u32,
+    /// kill the youngest paused session from here, as the last resort
+    pub kill_pct: u32,
+    /// between two pauses, and between two resumes
+    pub pause_gap_ms: u64,
+    /// a BPF hold becomes cgroup.freeze after this
+    pub freeze_after_ms: u64,
+    /// with swap: push a frozen session's memory out (memory.reclaim)
+    pub reclaim: bool,
+    /// with swap: at kill_pct this long before a kill
+    pub kill_after_ms: u64,
+    /// BPF poll period of the guard
+    pub poll_us: u64,
+    /// memory.low = usage + this percentage, within the budget
+    pub protect_headroom_pct: u32,
+    /// memory.min = this percentage of memory.low
+    pub protect_min_pct: u32,
+    /// all interactive sessions' memory.low together: at most this
+    /// percentage of the shared limit (or of RAM)
+    pub protect_total_pct: u32,
+    /// per-session budget where the profile gives no protect_low
+    pub protect_low: Option<u64>,
+    /// oom_score_adj and memory.oom.group for pausable sessions
+    pub oom_prefer_background: bool,
+}
+
+impl Default for MemoryConfig {
+    fn default() -> Self {
+        MemoryConfig {
+            pause: true,
+            guard_pct: 90,
+            resume_pct: 80,
+            kill_pct: 97,
+            pause_gap_ms: 100,
+            freeze_after_ms: 1000,
+            reclaim: true,
+            kill_after_ms: 3000,
+            poll_us: 1000,
+            protect_headroom_pct: 25,
+            protect_min_pct: 50,
+            protect_total_pct: 50,
+            protect_low: Some(256 << 20),
+            oom_prefer_background: true,
+        }
+    }
+}
+
+/// The longest dwell time `[memory]` accepts (a minute: a held session must
+/// be frozen well within the sched_ext watchdog's 30 s, and BPF releases a
+/// hold after [`HOLD_MAX_MS`] whatever userspace does).
+pub const MAX_MEMORY_DWELL_MS: u64 = 60_000;
+/// No BPF hold lasts longer than this.
+pub const HOLD_MAX_MS: u64 = 5000;
+/// A hold released at [`HOLD_MAX_MS`] is not renewed for this long.
+pub const HOLD_REST_MS: u64 = 200;
+/// memory.low / memory.min are rewritten only when they move this much.
+pub const PROTECT_STEP: u64 = 4 << 20;
+
+impl MemoryConfig {
+    /// Every problem: (keys involved, the first the one to change; message).
+    pub fn problems(&self) -> Vec<(&'static [&'static str], String)> {
+        let mut out: Vec<(&'static [&'static str], String)> = Vec::new();
+        if self.resume_pct >= self.guard_pct {
+            out.push((
+                &["resume_pct", "guard_pct"],
+                format!(
+                    "resume_pct = {} must be below guard_pct = {} (the gap keeps sessions from flapping between paused and running)",
+                    self.resume_pct, self.guard_pct
+                ),
+            ));
+        }
+        if self.kill_pct <= self.guard_pct {
+            out.push((
+                &["kill_pct", "guard_pct"],
+                format!(
+                    "kill_pct = {} must be above guard_pct = {}: sessions are paused before any is killed",
+                    self.kill_pct, self.guard_pct
+                ),
+            ));
+        }
+        if self.freeze_after_ms >= HOLD_MAX_MS {
+            out.push((
+                &["freeze_after_ms"],
+                format!(
+                    "freeze_after_ms = {} must be below {HOLD_MAX_MS}: the scheduler releases a hold after {HOLD_MAX_MS} ms \
+                     (the sched_ext watchdog allows a runnable task 30 s), so a longer pause must be a freeze",
+                    self.freeze_after_ms
+                ),
+            ));
+        }
+        out
+    }
+
+    /// The shared thresholds in permille, as BPF compares them.
+    pub fn permille(pct: u32) -> u32 {
+        pct * 10
+    }
+}
+
+/// memory.low and memory.min of an interactive session using @usage bytes
+/// with @budget bytes: usage plus @headroom_pct, rounded up to
+/// [`PROTECT_STEP`], at most the budget; min is @min_pct of that (pages).
+pub fn protection(usage: u64, budget: u64, headroom_pct: u32, min_pct: u32) -> (u64, u64) {
+    let want = usage.saturating_mul(100 + headroom_pct as u64) / 100;
+    let want = want.div_ceil(PROTECT_STEP).saturating_mul(PROTECT_STEP);
+    let low = want.min(budget);
+    let min = (low.saturating_mul(min_pct as u64) / 100) & !4095;
+    (low, min)
+}
+
+/// Whether a protection value @old is worth rewriting as @new.
+pub fn protection_moved(old: u64, new: u64) -> bool {
+    (old == 0) != (new == 0) || old.abs_diff(new) >= PROTECT_STEP || (new < old && new == 0)
+}
+
+/// Each interactive session's budget: @per, and together at most @total.
+pub fn session_budget(total: u64, per: u64, n_interactive: usize) -> u64 {
+    if n_interactive == 0 {
+        0
+    } else {
+        per.min(total / n_interactive as u64)
+    }
+}
+
+/// Where a session stands in the pause order: None for interactive ones
+/// (never paused); lower classes first.
+pub fn class_rank(class: Option<StepClass>) -> Option<u32> {
+    match class {
+        Some(StepClass::Interactive) => None,
+        Some(StepClass::Background) => Some(0),
+        Some(StepClass::Tool) => Some(1),
+        None => Some(2),
+    }
+}
+
+/// The oom_score_adj for the tasks of a session of @class (None: leave them).
+pub fn oom_score_adj(class: Option<StepClass>) -> Option<i32> {
+    match class_rank(class)? {
+        0 => Some(1000),
+        _ => Some(500),
+    }
+}
+
+/// The pause order of (name, class, cgroup id) sessions: pausable ones
+/// only, lowest class first, then youngest (the highest cgroup id: ids
+/// grow with every cgroup made).
+pub fn pause_order(sessions: &[(String, Option<StepClass>, u64)]) -> Vec<String> {
+    let mut v: Vec<(u32, u64, &String)> = sessions
+        .iter()
+        .filter_map(|(n, c, id)| class_rank(*c).map(|r| (r, *id, n)))
+        .collect();
+    v.sort_by(|a, b| a.0.cmp(&b.0).then(b.1.cmp(&a.1)));
+    v.into_iter().map(|(_, _, n)| n.clone()).collect()
+}
+
+/// The highest usage / limit of (usage, limit) pairs, permille; a limit of
+/// None is "max".
+pub fn fill_permille(levels: &[(u64, Option<u64>)]) -> u32 {
+    levels
+        .iter()
+        .filter_map(|(u, l)| l.filter(|l| *l > 0).map(|l| (u.saturating_mul(1000) / l).min(u32::MAX as u64) as u32))
+        .max()
+        .unwrap_or(0)
+}
+
+/// A session as [`decide`] sees it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SessionView {
+    pub name: String,
+    /// in the pause order (pausable)
+    pub pausable: bool,
+    /// BPF holds it, since (ms, the arbiter's clock)
+    pub held_since: Option<u64>,
+    /// the arbiter froze it, at
+    pub frozen_since: Option<u64>,
+    /// the arbiter killed it and it still has tasks
+    pub killing: bool,
+    pub populated: bool,
+}
+
+/// What [`decide`] asks the arbiter to do.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Act {
+    Freeze(String),
+    Reclaim(String),
+    Thaw(String),
+    Kill(String, String),
+}
+
+/// What [`decide`] remembers between ticks.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct DecideState {
+    pub last_thaw_ms: Option<u64>,
+    /// the fill has been at kill_pct or more since
+    pub over_kill_since: Option<u64>,
+}
+
+/// One arbitration tick at @now_ms. @order is the pause order (first
+/// paused first); @sessions what each session is doing.
+pub fn decide(
+    cfg: &MemoryConfig,
+    now_ms: u64,
+    fill: u32,
+    swap: bool,
+    order: &[String],
+    sessions: &[SessionView],
+    st: &mut DecideState,
+) -> Vec<Act> {
+    let mut acts = Vec::new();
+    if !cfg.pause {
+        return acts;
+    }
+    let get = |n: &str| sessions.iter().find(|s| s.name == n);
+    // a hold that lasted freeze_after_ms becomes a freeze
+    for s in sessions {
+        if let (Some(h), None, false) = (s.held_since, s.frozen_since, s.killing) {
+            if now_ms.saturating_sub(h) >= cfg.freeze_after_ms {
+                acts.push(Act::Freeze(s.name.clone()));
+                if swap && cfg.reclaim {
+                    acts.push(Act::Reclaim(s.name.clone()));
+                }
+            }
+        }
+    }
+    // headroom again: thaw the session frozen first
+    if fill < MemoryConfig::permille(cfg.resume_pct)
+        && st.last_thaw_ms.map_or(true, |t| now_ms.saturating_sub(t) >= cfg.pause_gap_ms)
+    {
+        if let Some(s) = sessions
+            .iter()
+            .filter(|s| !s.killing && s.frozen_since.is_some())
+            .min_by_key(|s| s.frozen_since)
+        {
+            acts.push(Act::Thaw(s.name.clone()));
+            st.last_thaw_ms = Some(now_ms);
+        }
+    }
+    // the last resort
+    if fill >= MemoryConfig::permille(cfg.kill_pct) {
+        let since = *st.over_kill_since.get_or_insert(now_ms);
+        let paused = |s: &SessionView| s.held_since.is_some() || s.frozen_since.is_some();
+        let pausable_running = order.iter().filter_map(|n| get(n)).any(|s| s.populated && !s.killing && !paused(s));
+        let killing = sessions.iter().any(|s| s.killing);
+        let waited = !swap || now_ms.saturating_sub(since) >= cfg.kill_after_ms;
+        if !pausable_running && !killing && waited {
+            if let Some(v) = order.iter().filter_map(|n| get(n)).find(|s| s.populated && paused(s)) {
+                let others = order.iter().filter(|n| **n != v.name).count();
+                let why = format!(
+                    "the shared limit is {:.1} % full (kill_pct {}), {}, and {}; {} is the youngest paused session of the lowest class",
+                    fill as f64 / 10.0,
+                    cfg.kill_pct,
+                    if others == 0 {
+                        "it is the only pausable session".to_string()
+                    } else {
+                        format!("all {} pausable sessions are paused", others + 1)
+                    },
+                    if swap {
+                        format!("swap did not make room within {} ms", cfg.kill_after_ms)
+                    } else {
+                        "there is no swap to push paused memory to".to_string()
+                    },
+                    v.name
+                );
+                acts.push(Act::Kill(v.name.clone(), why));
+            }
+        }
+    } else {
+        st.over_kill_since = None;
+    }
+    acts
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn view(name: &str) -> SessionView {
+        SessionView {
+            name: name.to_string(),
+            pausable: true,
+            held_since: None,
+            frozen_since: None,
+            killing: false,
+            populated: true,
+        }
+    }
+
+    #[test]
+    fn defaults_are_valid_and_bad_gaps_are_named() {
+        assert!(MemoryConfig::default().problems().is_empty());
+        let c = MemoryConfig { resume_pct: 90, ..Default::default() };
+        let p = c.problems();
+        assert_eq!(p.len(), 1, "{p:?}");
+        assert_eq!(p[0].0[0], "resume_pct");
+        let c = MemoryConfig { kill_pct: 85, ..Default::default() };
+        assert_eq!(c.problems()[0].0[0], "kill_pct");
+        let c = MemoryConfig { freeze_after_ms: 5000, ..Default::default() };
+        assert!(c.problems()[0].1.contains("watchdog"), "{:?}", c.problems());
+    }
+
+    #[test]
+    fn protection_follows_usage_within_the_budget() {
+        let mb = 1u64 << 20;
+        // 40 MiB used, 25 % headroom: 50 MiB, rounded up to 52 (4 MiB steps)
+        assert_eq!(protection(40 * mb, 256 * mb, 25, 50), (52 * mb, 26 * mb));
+        // the budget caps it
+        assert_eq!(protection(400 * mb, 256 * mb, 25, 50), (256 * mb, 128 * mb));
+        // nothing used, nothing protected
+        assert_eq!(protection(0, 256 * mb, 25, 50), (0, 0));
+        assert_eq!(protection(10 * mb, 0, 25, 50), (0, 0));
+        assert!(protection_moved(0, 4 * mb) && protection_moved(8 * mb, 0));
+        assert!(!protection_moved(52 * mb, 53 * mb) && protection_moved(52 * mb, 56 * mb));
+        assert_eq!(session_budget(400 * mb, 256 * mb, 2), 200 * mb);
+        assert_eq!(session_budget(400 * mb, 256 * mb, 0), 0);
+    }
+
+    #[test]
+    fn pause_order_is_lowest_class_then_youngest_and_never_interactive() {
+        let s = |n: &str, c, id| (n.to_string(), c, id);
+        let order = pause_order(&[
+            s("chat", Some(StepClass::Interactive), 10),
+            s("old_bg", Some(StepClass::Background), 11),
+            s("tool", Some(StepClass::Tool), 30),
+            s("new_bg", Some(StepClass::Background), 20),
+            s("plain", None, 40),
+        ]);
+        assert_eq!(order, ["new_bg", "old_bg", "tool", "plain"]);
+        assert_eq!(oom_score_adj(Some(StepClass::Background)), Some(1000));
+        assert_eq!(oom_score_adj(Some(StepClass::Tool)), Some(500));
+        assert_eq!(oom_score_adj(Some(StepClass::Interactive)), None);
+    }
+
+    #[test]
+    fn fill_is_the_tightest_level() {
+        assert_eq!(fill_permille(&[(500, Some(1000)), (900, None), (300, Some(400))]), 750);
+        assert_eq!(fill_permille(&[(500, None)]), 0);
+    }
+
+    #[test]
+    fn a_long_hold_becomes_a_freeze_and_reclaim_only_with_swap() {
+        let cfg = MemoryConfig::default();
+        let mut st = DecideState::default();
+        let order = vec!["bg".to_string()];
+        let mut bg = view("bg");
+        bg.held_since = Some(1000);
+        assert!(decide(&cfg, 1500, 920, false, &order, &[bg.clone()], &mut st).is_empty());
+        assert_eq!(decide(&cfg, 2000, 920, false, &order, &[bg.clone()], &mut st), [Act::Freeze("bg".into())]);
+        assert_eq!(
+            decide(&cfg, 2000, 920, true, &order, &[bg.clone()], &mut st),
+            [Act::Freeze("bg".into()), Act::Reclaim("bg".into())]
+        );
+        let off = MemoryConfig { reclaim: false, ..Default::default() };
+        assert_eq!(decide(&off, 2000, 920, true, &order, &[bg], &mut st), [Act::Freeze("bg".into())]);
+    }
+
+    #[test]
+    fn headroom_thaws_the_oldest_freeze_one_per_gap() {
+        let cfg = MemoryConfig::default();
+        let mut st = DecideState::default();
+        let (mut a, mut b) = (view("a"), view("b"));
+        a.frozen_since = Some(500);
+        b.frozen_since = Some(300);
+        let order = vec!["a".to_string(), "b".to_string()];
+        let both = [a.clone(), b.clone()];
+        // still above resume_pct: nothing
+        assert!(decide(&cfg, 1000, 850, false, &order, &both, &mut st).is_empty());
+        assert_eq!(decide(&cfg, 1000, 700, false, &order, &both, &mut st), [Act::Thaw("b".into())]);
+        assert!(decide(&cfg, 1050, 700, false, &order, &[a.clone()], &mut st).is_empty());
+        assert_eq!(decide(&cfg, 1100, 700, false, &order, &[a], &mut st), [Act::Thaw("a".into())]);
+    }
+
+    #[test]
+    fn kill_only_when_everything_pausable_is_paused() {
+        let cfg = MemoryConfig::default();
+        let order = vec!["young".to_string(), "old".to_string()];
+        let (mut young, mut old) = (view("young"), view("old"));
+        young.held_since = Some(900);
+        let mut st = DecideState::default();
+        // old still runs: pause it first (BPF does), no kill
+        assert!(decide(&cfg, 1000, 980, false, &order, &[young.clone(), old.clone()], &mut st).is_empty());
+        old.frozen_since = Some(100);
+        let acts = decide(&cfg, 1001, 980, false, &order, &[young.clone(), old.clone()], &mut st);
+        assert_eq!(acts.len(), 1, "{acts:?}");
+        match &acts[0] {
+            Act::Kill(n, why) => {
+                assert_eq!(n, "young");
+                assert!(why.contains("no swap") && why.contains("98.0 %"), "{why}");
+            }
+            a => panic!("{a:?}"),
+        }
+        // a kill in progress: no second one
+        young.killing = true;
+        assert!(decide(&cfg, 1002, 980, false, &order, &[young.clone(), old.clone()], &mut st).is_empty());
+        // with swap, only after kill_after_ms at the kill line
+        young.killing = false;
+        let mut st = DecideState::default();
+        assert!(decide(&cfg, 1000, 980, true, &order, &[young.clone(), old.clone()], &mut st)
+            .iter()
+            .all(|a| !matches!(a, Act::Kill(..))));
+        assert!(decide(&cfg, 4000, 980, true, &order, &[young.clone(), old.clone()], &mut st)
+            .iter()
+            .any(|a| matches!(a, Act::Kill(..))));
+        // below the kill line the wait starts again
+        decide(&cfg, 4100, 900, true, &order, &[young.clone(), old.clone()], &mut st);
+        assert_eq!(st.over_kill_since, None);
+        // pause off: nothing at all
+        let off = MemoryConfig { pause: false, ..Default::default() };
+        assert!(decide(&off, 5000, 990, false, &order, &[young, old], &mut DecideState::default()).is_empty());
+    }
+}

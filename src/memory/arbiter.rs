@@ -1,0 +1,767 @@
+// SPDX-License-Identifier: GPL-2.0-only
+//! The arbitration loop (`--mem-arbitration`): reads the sessions' cgroup
+//! files and the BPF guard's state, applies [`super::decide`], writes
+//! protection, freezes, reclaims, thaws and kills. Every write goes to a
+//! file directly inside the managed parent or inside one of its direct
+//! children (checked on canonical paths), or to `/proc/PID/oom_score_adj`
+//! of a task listed in a session's cgroups.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io::Write;
+use std::os::fd::AsRawFd;
+use std::path::{Component, Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use libbpf_rs::{MapCore, MapFlags, MapHandle};
+use log::{info, warn};
+
+use super::{decide, fill_permille, oom_score_adj, pause_order, protection, protection_moved, session_budget};
+use super::{Act, DecideState, MemoryConfig, SessionView};
+use crate::bpf_intf;
+use crate::policy::{Policy, StepClass};
+
+/// The loop's period.
+pub const TICK_MS: u64 = 10;
+
+/// Counters and per-session state for the stats.
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize)]
+pub struct ArbitrationStats {
+    pub fill_permille: u64,
+    pub swap: bool,
+    pub holds: u64,
+    pub frozen: u64,
+    pub thawed: u64,
+    pub reclaims: u64,
+    pub reclaimed_bytes: u64,
+    pub killed: u64,
+    pub errors: u64,
+    /// guard line crossed -> the held session's last growth, per hold (us)
+    pub reactions_us: Vec<u64>,
+    pub sessions: BTreeMap<String, ArbSession>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize)]
+pub struct ArbSession {
+    /// running, held, frozen, killing
+    pub state: String,
+    pub class: String,
+    pub low_bytes: u64,
+    pub min_bytes: u64,
+    pub holds: u64,
+    pub held_ms: u64,
+}
+
+/// BPF maps the loop uses (duplicated fds: the thread owns them).
+pub struct Maps {
+    pub cgrp_ctxs: MapHandle,
+    pub mem_ctls: MapHandle,
+    pub mem_order: MapHandle,
+}
+
+struct Sess {
+    dir: File,
+    cgid: u64,
+    class: Option<StepClass>,
+    frozen_since: Option<u64>,
+    killing: bool,
+    populated: bool,
+    /// BPF: held now, since (ms on our clock), holds so far, held ns
+    held_since: Option<u64>,
+    nr_holds: u64,
+    held_ns: u64,
+    /// the hold whose reaction time was recorded
+    reacted_hold: u64,
+    mode: u32,
+    low: u64,
+    min: u64,
+    oom_group_set: bool,
+    /// pid -> oom_score_adj before we changed it
+    oom_orig: BTreeMap<i32, i32>,
+}
+
+/// The arbitration loop over the sessions of one managed parent.
+pub struct Arbiter {
+    root: PathBuf,
+    parent: PathBuf,
+    parent_rel: String,
+    cfg: MemoryConfig,
+    policy: Arc<Mutex<Policy>>,
+    maps: Maps,
+    sessions: BTreeMap<String, Sess>,
+    order: Vec<String>,
+    dstate: DecideState,
+    stats: Arc<Mutex<ArbitrationStats>>,
+    swap: bool,
+    parent_low: u64,
+    parent_min: u64,
+    start: Instant,
+    /// ktime (ns) at `start`, to put BPF's timestamps on our clock
+    ktime0: u64,
+}
+
+fn single(s: &str) -> bool {
+    let mut c = Path::new(s).components();
+    matches!((c.next(), c.next()), (Some(Component::Normal(_)), None))
+}
+
+fn read(dir: &Path, file: &str) -> Option<String> {
+    std::fs::read_to_string(dir.join(file)).ok()
+}
+
+/// A memory.* value in bytes, None for "max".
+fn bytes_of(t: &str) -> Option<u64> {
+    t.trim().parse().ok()
+}
+
+/// Is there swap space with room left (/proc/meminfo SwapFree)?
+fn swap_free() -> bool {
+    std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|t| {
+            t.lines()
+                .find(|l| l.starts_with("SwapFree:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+        })
+        .is_some_and(|kb| kb > 0)
+}
+
+impl Arbiter {
+    pub fn new(
+        cgroot: PathBuf,
+        parent_rel: &str,
+        cfg: MemoryConfig,
+        policy: Arc<Mutex<Policy>>,
+        maps: Maps,
+    ) -> Result<Self> {
+        if let Some((_, m)) = cfg.problems().into_iter().next() {
+            bail!("--mem-arbitration: [memory]: {m}");
+        }
+        let rel = parent_rel.trim_matches('/').to_string();
+        if rel.is_empty() || !Path::new(&rel).components().all(|c| matches!(c, Component::Normal(_))) {
+            bail!("--mem-arbitration: the managed parent must be a plain path below the cgroup root, not {parent_rel:?}");
+        }
+        Ok(Arbiter {
+            parent: cgroot.join(&rel),
+            root: cgroot,
+            parent_rel: rel,
+            cfg,
+            policy,
+            maps,
+            sessions: BTreeMap::new(),
+            order: Vec::new(),
+            dstate: DecideState::default(),
+            stats: Arc::new(Mutex::new(ArbitrationStats::default())),
+            swap: false,
+            parent_low: 0,
+            parent_min: 0,
+            start: Instant::now(),
+            ktime0: crate::cgroups::monotonic_ns(),
+        })
+    }
+
+    pub fn stats_handle(&self) -> Arc<Mutex<ArbitrationStats>> {
+        self.stats.clone()
+    }
+
+    fn now_ms(&self) -> u64 {
+        self.start.elapsed().as_millis() as u64
+    }
+
+    fn canonical_parent(&self) -> std::result::Result<PathBuf, String> {
+        let root = self.root.canonicalize().map_err(|e| format!("{}: {e}", self.root.display()))?;
+        let parent = self.parent.canonicalize().map_err(|e| format!("{}: {e}", self.parent.display()))?;
+        if parent == root || !parent.starts_with(&root) {
+            return Err(format!("{} is not below {}", parent.display(), root.display()));
+        }
+        Ok(parent)
+    }
+
+    /// Write @value to @file of session @name (None: of the managed parent).
+    fn write(&self, name: Option<&str>, file: &str, value: &str) -> std::result::Result<(), String> {
+        if !single(file) || name.is_some_and(|n| !single(n)) {
+            return Err(format!("refusing to write {file:?} of {name:?}: not a plain name"));
+        }
+        let parent = self.canonical_parent()?;
+        let dir = match name {
+            Some(n) => {
+                let d = parent.join(n).canonicalize().map_err(|e| format!("{n}: {e}"))?;
+                if d.parent() != Some(parent.as_path()) {
+                    return Err(format!("refusing to write {file} of {}: not directly below {}", d.display(), parent.display()));
+                }
+                d
+            }
+            None => parent,
+        };
+        std::fs::OpenOptions::new()
+            .write(true)
+            .truncate(true)
+            .open(dir.join(file))
+            .and_then(|mut f| f.write_all(value.as_bytes()))
+            .map_err(|e| format!("writing {value:?} to {}: {e}", dir.join(file).display()))
+    }
+
+    fn note_error(&self, what: String) {
+        warn!("mem-arbitration: {what}");
+        if let Ok(mut s) = self.stats.lock() {
+            s.errors += 1;
+        }
+    }
+
+    fn class_of(&self, name: &str) -> Option<StepClass> {
+        let p = self.policy.lock().ok()?;
+        let i = p.resolve(&format!("{}/{name}", self.parent_rel), Some(name), None)?;
+        Some(p.profiles[i].class)
+    }
+
+    /// The budget of session @name's profile (protect_low), else [memory]'s.
+    fn budget_of(&self, name: &str) -> Option<u64> {
+        let p = self.policy.lock().ok()?;
+        let i = p.resolve(&format!("{}/{name}", self.parent_rel), Some(name), None);
+        i.and_then(|i| p.profiles[i].protect_low).or(self.cfg.protect_low)
+    }
+
+    /// Sessions that appeared or went away; classes after a policy change.
+    fn scan(&mut self) {
+        // a reloaded policy's [memory] applies from here on
+        if let Some(cfg) = self.policy.lock().ok().map(|p| p.memory.clone()) {
+            self.cfg = cfg;
+        }
+        let mut seen = Vec::new();
+        if let Ok(rd) = std::fs::read_dir(&self.parent) {
+            for e in rd.flatten() {
+                if !e.file_type().map(|t| t.is_dir()).unwrap_or(false) {
+                    continue;
+                }
+                let Ok(name) = e.file_name().into_string() else { continue };
+                seen.push(name);
+            }
+        }
+        self.sessions.retain(|n, _| seen.contains(n));
+        for name in seen {
+            let class = self.class_of(&name);
+            if let Some(s) = self.sessions.get_mut(&name) {
+                s.class = class;
+                continue;
+            }
+            let path = self.parent.join(&name);
+            let Ok(dir) = File::open(&path) else { continue };
+            // a cgroup's id is its directory's inode number
+            let Ok(meta) = dir.metadata() else { continue };
+            let cgid = std::os::unix::fs::MetadataExt::ino(&meta);
+            self.sessions.insert(
+                name,
+                Sess {
+                    dir,
+                    cgid,
+                    class,
+                    frozen_since: None,
+                    killing: false,
+                    populated: true,
+                    held_since: None,
+                    nr_holds: 0,
+                    held_ns: 0,
+                    reacted_hold: 0,
+                    mode: 0,
+                    low: 0,
+                    min: 0,
+                    oom_group_set: false,
+                    oom_orig: BTreeMap::new(),
+                },
+            );
+        }
+        let list: Vec<(String, Option<StepClass>, u64)> =
+            self.sessions.iter().map(|(n, s)| (n.clone(), s.class, s.cgid)).collect();
+        let order = pause_order(&list);
+        if order != self.order {
+            for i in 0..bpf_intf::agentcg_consts_AGENTCG_MEM_MAX_SESSIONS {
+                let cgid = order.get(i as usize).and_then(|n| self.sessions.get(n)).map(|s| s.cgid).unwrap_or(0);
+                if let Err(e) = self.maps.mem_order.update(&i.to_ne_bytes(), &cgid.to_ne_bytes(), MapFlags::ANY) {
+                    self.note_error(format!("pause order: {e}"));
+                }
+            }
+            self.order = order;
+        }
+    }
+
+    /// BPF's view of each session (held, since when, how often), and the
+    /// reaction time of new holds.
+    fn read_bpf(&mut self) {
+        let now = self.now_ms();
+        let mut reactions = Vec::new();
+        let ktime0 = self.ktime0;
+        for s in self.sessions.values_mut() {
+            let key = s.dir.as_raw_fd().to_ne_bytes();
+            let Ok(Some(v)) = self.maps.cgrp_ctxs.lookup(&key, MapFlags::ANY) else { continue };
+            if v.len() < std::mem::size_of::<bpf_intf::cgrp_ctx>() {
+                continue;
+            }
+            // SAFETY: the value is a struct cgrp_ctx (plain integers).
+            let c: bpf_intf::cgrp_ctx = unsafe { std::ptr::read_unaligned(v.as_ptr() as *const bpf_intf::cgrp_ctx) };
+            s.held_since = (c.mem_held != 0).then(|| c.mem_held_at.saturating_sub(ktime0) / 1_000_000);
+            s.nr_holds = c.mem_nr_holds;
+            s.held_ns = c.mem_held_ns;
+            // a hold 100 ms old (or over): how long it took to stop the growth
+            if c.mem_nr_holds > s.reacted_hold && c.mem_crossed_at > 0 {
+                let held_for = if c.mem_held != 0 { now.saturating_sub(s.held_since.unwrap_or(now)) } else { 100 };
+                if held_for >= 100 {
+                    let stop = c.mem_grew_at.max(c.mem_held_at);
+                    reactions.push(stop.saturating_sub(c.mem_crossed_at) / 1000);
+                    s.reacted_hold = c.mem_nr_holds;
+                }
+            }
+        }
+        if let Ok(mut st) = self.stats.lock() {
+            for r in reactions {
+                st.reactions_us.push(r);
+            }
+            let n = st.reactions_us.len();
+            if n > 256 {
+                st.reactions_us.drain(..n - 256);
+            }
+        }
+    }
+
+    /// The fill of the managed parent's path (its memory.max and each
+    /// ancestor's), permille.
+    fn fill(&self) -> u32 {
+        let mut levels = Vec::new();
+        let mut d = self.parent.clone();
+        while d.starts_with(&self.root) && d != self.root {
+            if let (Some(u), Some(m)) = (read(&d, "memory.current"), read(&d, "memory.max")) {
+                if let Some(u) = bytes_of(&u) {
+                    levels.push((u, bytes_of(&m)));
+                }
+            }
+            if !d.pop() {
+                break;
+            }
+        }
+        fill_permille(&levels)
+    }
+
+    /// The shared limit: the smallest memory.max on the parent's path, else RAM.
+    fn shared_limit(&self) -> u64 {
+        let mut lim = u64::MAX;
+        let mut d = self.parent.clone();
+        while d.starts_with(&self.root) && d != self.root {
+            if let Some(m) = read(&d, "memory.max").and_then(|t| bytes_of(&t)) {
+                lim = lim.min(m);
+            }
+            if !d.pop() {
+                break;
+            }
+        }
+        if lim == u64::MAX {
+            lim = crate::memory_total_bytes();
+        }
+        lim
+    }
+
+    fn set_mode(&mut self, name: &str, mode: u32) {
+        let Some(s) = self.sessions.get(name) else { return };
+        if s.mode == mode {
+            return;
+        }
+        let ctl = bpf_intf::mem_ctl { mode, rank: 0 };
+        // SAFETY: plain integers, the exact size of the value.
+        let bytes = unsafe { std::slice::from_raw_parts(&ctl as *const _ as *const u8, std::mem::size_of_val(&ctl)) };
+        match self.maps.mem_ctls.update(&s.cgid.to_ne_bytes(), bytes, MapFlags::ANY) {
+            Ok(()) => {
+                if let Some(s) = self.sessions.get_mut(name) {
+                    s.mode = mode;
+                }
+            }
+            Err(e) => self.note_error(format!("session {name}: {e}")),
+        }
+    }
+
+    fn act(&mut self, a: Act, now: u64) {
+        let rel = |n: &str| format!("{}/{n}", self.parent_rel);
+        match a {
+            Act::Freeze(n) => match self.write(Some(&n), "cgroup.freeze", "1") {
+                Ok(()) => {
+                    info!(
+                        "mem-arbitration: session {} frozen after a {} ms pause (the shared limit is still tight)",
+                        rel(&n),
+                        self.cfg.freeze_after_ms
+                    );
+                    if let Some(s) = self.sessions.get_mut(&n) {
+                        s.frozen_since = Some(now);
+                    }
+                    // its tasks must run once more to enter the freezer
+                    self.set_mode(&n, bpf_intf::agentcg_consts_AGENTCG_MEM_RUN);
+                    if let Ok(mut st) = self.stats.lock() {
+                        st.frozen += 1;
+                    }
+                }
+                Err(e) => self.note_error(format!("session {n}: {e}")),
+            },
+            Act::Reclaim(n) => self.reclaim(&n),
+            Act::Thaw(n) => match self.write(Some(&n), "cgroup.freeze", "0") {
+                Ok(()) => {
+                    info!("mem-arbitration: session {} resumed (headroom is back)", rel(&n));
+                    if let Some(s) = self.sessions.get_mut(&n) {
+                        s.frozen_since = None;
+                    }
+                    self.set_mode(&n, bpf_intf::agentcg_consts_AGENTCG_MEM_CANDIDATE);
+                    if let Ok(mut st) = self.stats.lock() {
+                        st.thawed += 1;
+                    }
+                }
+                Err(e) => self.note_error(format!("session {n}: {e}")),
+            },
+            Act::Kill(n, why) => match self.write(Some(&n), "cgroup.kill", "1") {
+                Ok(()) => {
+                    warn!("mem-arbitration: session {} killed: {why}", rel(&n));
+                    if let Some(s) = self.sessions.get_mut(&n) {
+                        s.killing = true;
+                    }
+                    // a frozen or held task must run to die
+                    self.set_mode(&n, bpf_intf::agentcg_consts_AGENTCG_MEM_RUN);
+                    let _ = self.write(Some(&n), "cgroup.freeze", "0");
+                    if let Ok(mut st) = self.stats.lock() {
+                        st.killed += 1;
+                    }
+                }
+                Err(e) => self.note_error(format!("session {n}: {e}")),
+            },
+        }
+    }
+
+    /// memory.reclaim of a frozen session, in a thread of its own (the
+    /// write returns when the kernel is done, which may take seconds).
+    fn reclaim(&mut self, name: &str) {
+        if !self.sessions.contains_key(name) {
+            return;
+        }
+        let Some(cur) = read(&self.parent.join(name), "memory.current").and_then(|t| bytes_of(&t)) else { return };
+        if cur == 0 {
+            return;
+        }
+        // the write is checked like every other one, then run off the loop
+        let Ok(parent) = self.canonical_parent() else { return };
+        let target = parent.join(name).join("memory.reclaim");
+        if !single(name) || target.parent().and_then(|d| d.parent()) != Some(parent.as_path()) {
+            return;
+        }
+        let stats = self.stats.clone();
+        let (dir, rel) = (parent.join(name), format!("{}/{name}", self.parent_rel));
+        std::thread::spawn(move || {
+            let res = std::fs::OpenOptions::new()
+                .write(true)
+                .open(&target)
+                .and_then(|mut f| f.write_all(cur.to_string().as_bytes()));
+            let after = read(&dir, "memory.current").and_then(|t| bytes_of(&t)).unwrap_or(cur);
+            let freed = cur.saturating_sub(after);
+            info!(
+                "mem-arbitration: session {rel}: memory.reclaim pushed out {} MiB ({} -> {} MiB){}",
+                freed >> 20,
+                cur >> 20,
+                after >> 20,
+                match &res {
+                    Ok(()) => String::new(),
+                    Err(e) => format!(" (the kernel stopped early: {e})"),
+                }
+            );
+            if let Ok(mut st) = stats.lock() {
+                st.reclaims += 1;
+                st.reclaimed_bytes += freed;
+            }
+        });
+    }
+
+    /// memory.low / memory.min of interactive sessions, and their sum on
+    /// the managed parent.
+    fn protect(&mut self) {
+        let interactive: Vec<String> = self
+            .sessions
+            .iter()
+            .filter(|(_, s)| s.class == Some(StepClass::Interactive) && !s.killing)
+            .map(|(n, _)| n.clone())
+            .collect();
+        let total = self.shared_limit().saturating_mul(self.cfg.protect_total_pct as u64) / 100;
+        let names: Vec<String> = self.sessions.keys().cloned().collect();
+        let (mut sum_low, mut sum_min) = (0u64, 0u64);
+        for n in names {
+            let (low, min) = if interactive.contains(&n) {
+                let per = self.budget_of(&n).unwrap_or(0);
+                let budget = session_budget(total, per, interactive.len());
+                let usage = read(&self.parent.join(&n), "memory.current").and_then(|t| bytes_of(&t)).unwrap_or(0);
+                protection(usage, budget, self.cfg.protect_headroom_pct, self.cfg.protect_min_pct)
+            } else {
+                (0, 0)
+            };
+            let Some(s) = self.sessions.get(&n) else { continue };
+            let (old_low, old_min) = (s.low, s.min);
+            let (low, min) = (
+                if protection_moved(old_low, low) { low } else { old_low },
+                if protection_moved(old_min, min) { min } else { old_min },
+            );
+            // the parent's sum grows before a child's value, shrinks after
+            if low != old_low || min != old_min {
+                let mut ok = true;
+                for (file, v, old) in [("memory.min", min, old_min), ("memory.low", low, old_low)] {
+                    if v != old {
+                        if let Err(e) = self.write(Some(&n), file, &v.to_string()) {
+                            self.note_error(format!("session {n}: {e}"));
+                            ok = false;
+                        }
+                    }
+                }
+                if ok {
+                    if low > 0 && old_low == 0 {
+                        info!(
+                            "mem-arbitration: session {}/{n} protected: memory.low {} MiB, memory.min {} MiB",
+                            self.parent_rel,
+                            low >> 20,
+                            min >> 20
+                        );
+                    } else if low == 0 && old_low > 0 {
+                        info!("mem-arbitration: session {}/{n}: protection withdrawn", self.parent_rel);
+                    }
+                    if let Some(s) = self.sessions.get_mut(&n) {
+                        s.low = low;
+                        s.min = min;
+                    }
+                }
+            }
+            if let Some(s) = self.sessions.get(&n) {
+                sum_low += s.low;
+                sum_min += s.min;
+            }
+        }
+        for (file, v) in [("memory.min", sum_min), ("memory.low", sum_low)] {
+            let old = if file == "memory.low" { self.parent_low } else { self.parent_min };
+            if v != old {
+                match self.write(None, file, &v.to_string()) {
+                    Ok(()) => {
+                        if file == "memory.low" {
+                            self.parent_low = v;
+                        } else {
+                            self.parent_min = v;
+                        }
+                    }
+                    Err(e) => self.note_error(format!("managed parent: {e}")),
+                }
+            }
+        }
+    }
+
+    /// The tasks of a session (its cgroup and every one below it).
+    fn pids_of(dir: &Path) -> Vec<i32> {
+        let mut out = Vec::new();
+        let mut stack = vec![dir.to_path_buf()];
+        while let Some(d) = stack.pop() {
+            if let Some(t) = read(&d, "cgroup.procs") {
+                out.extend(t.lines().filter_map(|l| l.trim().parse::<i32>().ok()));
+            }
+            if let Ok(rd) = std::fs::read_dir(&d) {
+                for e in rd.flatten() {
+                    if e.file_type().map(|t| t.is_dir()).unwrap_or(false) {
+                        stack.push(e.path());
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    /// oom_score_adj of every task of pausable sessions, memory.oom.group
+    /// of those sessions (what they were is kept, for exit).
+    fn oom_prefs(&mut self) {
+        if !self.cfg.oom_prefer_background {
+            return;
+        }
+        let names: Vec<String> = self.sessions.keys().cloned().collect();
+        for n in names {
+            let Some(s) = self.sessions.get(&n) else { continue };
+            let want = oom_score_adj(s.class);
+            let (group_set, dir) = (s.oom_group_set, self.parent.join(&n));
+            if want.is_some() != group_set {
+                match self.write(Some(&n), "memory.oom.group", if want.is_some() { "1" } else { "0" }) {
+                    Ok(()) => {
+                        if let Some(s) = self.sessions.get_mut(&n) {
+                            s.oom_group_set = want.is_some();
+                        }
+                    }
+                    Err(e) => self.note_error(format!("session {n}: {e}")),
+                }
+            }
+            for pid in Self::pids_of(&dir) {
+                let f = format!("/proc/{pid}/oom_score_adj");
+                let Some(cur) = std::fs::read_to_string(&f).ok().and_then(|t| t.trim().parse::<i32>().ok()) else {
+                    continue;
+                };
+                let Some(s) = self.sessions.get_mut(&n) else { break };
+                let target = match want {
+                    Some(w) => w,
+                    None => match s.oom_orig.get(&pid) {
+                        Some(o) => *o,
+                        None => continue,
+                    },
+                };
+                if cur == target {
+                    continue;
+                }
+                s.oom_orig.entry(pid).or_insert(cur);
+                if want.is_none() {
+                    s.oom_orig.remove(&pid);
+                }
+                let _ = std::fs::write(&f, target.to_string());
+            }
+        }
+    }
+
+    /// One pass at @now (ms on the loop's clock).
+    pub fn tick(&mut self, now: u64, slow: bool) {
+        if slow {
+            self.scan();
+            self.swap = swap_free();
+        }
+        self.read_bpf();
+        let names: Vec<String> = self.sessions.keys().cloned().collect();
+        for n in &names {
+            let killing = self.sessions.get(n).is_some_and(|s| s.killing);
+            if killing || slow {
+                let populated = read(&self.parent.join(n), "cgroup.events")
+                    .map(|t| t.lines().any(|l| l.trim() == "populated 1"))
+                    .unwrap_or(false);
+                if let Some(s) = self.sessions.get_mut(n) {
+                    s.populated = populated;
+                }
+                if killing && !populated {
+                    // the kill is done: later steps of the session start unfrozen
+                    if let Some(s) = self.sessions.get_mut(n) {
+                        s.killing = false;
+                        s.frozen_since = None;
+                    }
+                    let _ = self.write(Some(n), "cgroup.freeze", "0");
+                    self.set_mode(n, bpf_intf::agentcg_consts_AGENTCG_MEM_CANDIDATE);
+                }
+            }
+        }
+        // BPF may hold every pausable session that is running normally
+        for n in &names {
+            let s = &self.sessions[n];
+            let mode = if s.frozen_since.is_some() || s.killing || !self.order.contains(n) {
+                bpf_intf::agentcg_consts_AGENTCG_MEM_RUN
+            } else {
+                bpf_intf::agentcg_consts_AGENTCG_MEM_CANDIDATE
+            };
+            self.set_mode(n, mode);
+        }
+        let fill = self.fill();
+        let views: Vec<SessionView> = self
+            .sessions
+            .iter()
+            .map(|(n, s)| SessionView {
+                name: n.clone(),
+                pausable: self.order.contains(n),
+                held_since: s.held_since,
+                frozen_since: s.frozen_since,
+                killing: s.killing,
+                populated: s.populated,
+            })
+            .collect();
+        let acts = decide(&self.cfg, now, fill, self.swap, &self.order, &views, &mut self.dstate);
+        for a in acts {
+            self.act(a, now);
+        }
+        if slow {
+            self.protect();
+            self.oom_prefs();
+        }
+        self.publish(fill);
+    }
+
+    fn publish(&self, fill: u32) {
+        let Ok(mut st) = self.stats.lock() else { return };
+        st.fill_permille = fill as u64;
+        st.swap = self.swap;
+        st.holds = self.sessions.values().map(|s| s.nr_holds).sum::<u64>().max(st.holds);
+        st.sessions = self
+            .sessions
+            .iter()
+            .map(|(n, s)| {
+                let state = if s.killing {
+                    "killing"
+                } else if s.frozen_since.is_some() {
+                    "frozen"
+                } else if s.held_since.is_some() {
+                    "held"
+                } else {
+                    "running"
+                };
+                (
+                    n.clone(),
+                    ArbSession {
+                        state: state.to_string(),
+                        class: s.class.map(|c| c.as_str()).unwrap_or("none").to_string(),
+                        low_bytes: s.low,
+                        min_bytes: s.min,
+                        holds: s.nr_holds,
+                        held_ms: s.held_ns / 1_000_000,
+                    },
+                )
+            })
+            .collect();
+    }
+
+    /// On exit: thaw what was frozen, withdraw protection, put oom_score_adj
+    /// and memory.oom.group back.
+    pub fn release_all(&mut self) {
+        let names: Vec<String> = self.sessions.keys().cloned().collect();
+        for n in names {
+            let Some(s) = self.sessions.get(&n) else { continue };
+            let (frozen, low, min, group, orig) =
+                (s.frozen_since.is_some() || s.killing, s.low, s.min, s.oom_group_set, s.oom_orig.clone());
+            if frozen {
+                match self.write(Some(&n), "cgroup.freeze", "0") {
+                    Ok(()) => info!("mem-arbitration: session {}/{n} thawed on exit", self.parent_rel),
+                    Err(e) => self.note_error(format!("session {n}: {e}")),
+                }
+            }
+            for (file, v) in [("memory.low", low), ("memory.min", min)] {
+                if v > 0 {
+                    let _ = self.write(Some(&n), file, "0");
+                }
+            }
+            if group {
+                let _ = self.write(Some(&n), "memory.oom.group", "0");
+            }
+            for (pid, v) in orig {
+                let _ = std::fs::write(format!("/proc/{pid}/oom_score_adj"), v.to_string());
+            }
+        }
+        for (file, v) in [("memory.low", self.parent_low), ("memory.min", self.parent_min)] {
+            if v > 0 {
+                let _ = self.write(None, file, "0");
+            }
+        }
+    }
+
+    /// Run the loop on a thread until @stop; then [`Self::release_all`].
+    pub fn spawn(mut self, stop: Arc<AtomicBool>) -> Result<JoinHandle<()>> {
+        std::thread::Builder::new()
+            .name("mem-arbitration".into())
+            .spawn(move || {
+                let mut next_slow = 0;
+                while !stop.load(Ordering::Relaxed) {
+                    let now = self.now_ms();
+                    let slow = now >= next_slow;
+                    if slow {
+                        next_slow = now + 250;
+                    }
+                    self.tick(now, slow);
+                    std::thread::sleep(Duration::from_millis(TICK_MS));
+                }
+                self.release_all();
+            })
+            .context("starting the memory arbitration thread")
+    }
+}
