@@ -24,8 +24,10 @@
 //!   use the room). Below `resume_pct` holds are released and frozen
 //!   sessions thawed, oldest first, one per `pause_gap_ms`.
 //! - **The last resort.** At `kill_pct` with every pausable session
-//!   paused (and, with swap, after `kill_after_ms` there), the youngest
-//!   paused session is killed with `cgroup.kill`, logged with the reason,
+//!   paused (and, with swap, after `kill_after_ms` there), or when every
+//!   session has been paused above `resume_pct` for `kill_after_ms` (none
+//!   can finish and free memory; resuming one would pause it again), the
+//!   youngest paused session is killed with `cgroup.kill`, logged with the reason,
 //!   before the kernel's OOM killer would have to act. Should the kernel's
 //!   OOM killer still act, it prefers background sessions: their tasks get
 //!   `oom_score_adj` 1000 (500 for tool and unclassified sessions), and
@@ -243,6 +245,8 @@ pub struct DecideState {
     pub last_thaw_ms: Option<u64>,
     /// the fill has been at kill_pct or more since
     pub over_kill_since: Option<u64>,
+    /// every session has been paused (above resume_pct) since
+    pub stuck_since: Option<u64>,
 }
 
 /// One arbitration tick at @now_ms. @order is the pause order (first
@@ -285,20 +289,40 @@ pub fn decide(
             st.last_thaw_ms = Some(now_ms);
         }
     }
-    // the last resort
-    if fill >= MemoryConfig::permille(cfg.kill_pct) {
-        let since = *st.over_kill_since.get_or_insert(now_ms);
-        let paused = |s: &SessionView| s.held_since.is_some() || s.frozen_since.is_some();
+    // the last resort: at kill_pct with everything pausable paused, or
+    // above resume_pct with every session paused (nothing runs that could
+    // finish and free memory, and resuming one would only pause it again)
+    let paused = |s: &SessionView| s.held_since.is_some() || s.frozen_since.is_some();
+    let active = |s: &&SessionView| s.populated && !s.killing;
+    let stuck = fill >= MemoryConfig::permille(cfg.resume_pct)
+        && sessions.iter().filter(active).count() > 0
+        && sessions.iter().filter(active).all(paused);
+    let stuck_since = if stuck { Some(*st.stuck_since.get_or_insert(now_ms)) } else { None };
+    if !stuck {
+        st.stuck_since = None;
+    }
+    let over_kill = fill >= MemoryConfig::permille(cfg.kill_pct);
+    if over_kill || stuck {
+        let since = if over_kill { *st.over_kill_since.get_or_insert(now_ms) } else { now_ms };
         let pausable_running = order.iter().filter_map(|n| get(n)).any(|s| s.populated && !s.killing && !paused(s));
         let killing = sessions.iter().any(|s| s.killing);
-        let waited = !swap || now_ms.saturating_sub(since) >= cfg.kill_after_ms;
+        // at kill_pct without swap at once; stuck, or with swap, after kill_after_ms
+        let waited = (over_kill && (!swap || now_ms.saturating_sub(since) >= cfg.kill_after_ms))
+            || stuck_since.is_some_and(|t| now_ms.saturating_sub(t) >= cfg.kill_after_ms);
         if !pausable_running && !killing && waited {
             if let Some(v) = order.iter().filter_map(|n| get(n)).find(|s| s.populated && paused(s)) {
                 let others = order.iter().filter(|n| **n != v.name).count();
                 let why = format!(
-                    "the shared limit is {:.1} % full (kill_pct {}), {}, and {}; {} is the youngest paused session of the lowest class",
+                    "the shared limit is {:.1} % full ({}), {}, and {}; {} is the youngest paused session of the lowest class",
                     fill as f64 / 10.0,
-                    cfg.kill_pct,
+                    if over_kill {
+                        format!("kill_pct {}", cfg.kill_pct)
+                    } else {
+                        format!(
+                            "every session has been paused above resume_pct {} for {} ms: none can finish",
+                            cfg.resume_pct, cfg.kill_after_ms
+                        )
+                    },
                     if others == 0 {
                         "it is the only pausable session".to_string()
                     } else {
@@ -314,7 +338,8 @@ pub fn decide(
                 acts.push(Act::Kill(v.name.clone(), why));
             }
         }
-    } else {
+    }
+    if !over_kill {
         st.over_kill_since = None;
     }
     acts
@@ -453,6 +478,20 @@ mod tests {
         // below the kill line the wait starts again
         decide(&cfg, 4100, 900, true, &order, &[young.clone(), old.clone()], &mut st);
         assert_eq!(st.over_kill_since, None);
+        // every session paused above resume_pct (the interactive one is
+        // gone): nobody can finish, so the youngest goes, below kill_pct too
+        let mut st = DecideState::default();
+        let mut young2 = young.clone();
+        young2.frozen_since = Some(2000);
+        young2.held_since = None;
+        assert!(decide(&cfg, 6000, 850, false, &order, &[young2.clone(), old.clone()], &mut st).is_empty());
+        let acts = decide(&cfg, 9000, 850, false, &order, &[young2.clone(), old.clone()], &mut st);
+        assert!(matches!(&acts[..], [Act::Kill(n, why)] if n == "young" && why.contains("none can finish")), "{acts:?}");
+        // with an interactive session still running it is not stuck: no kill below kill_pct
+        let mut chat = view("chat");
+        chat.pausable = false;
+        let acts = decide(&cfg, 6000, 850, false, &order, &[young2, old.clone(), chat], &mut DecideState::default());
+        assert!(acts.iter().all(|a| !matches!(a, Act::Kill(..))), "{acts:?}");
         // pause off: nothing at all
         let off = MemoryConfig { pause: false, ..Default::default() };
         assert!(decide(&off, 5000, 990, false, &order, &[young, old], &mut DecideState::default()).is_empty());

@@ -9,12 +9,15 @@
 # Usage: tests/experiment.sh
 #   EXP_REPS=5 EXP_SPEED=4 EXP_MAXDUR=20 EXP_TOTAL_MB=800 EXP_LOW_N=2
 #   EXP_HIGH=swebench18/Web_Network_Hard EXP_LOW=swebench18/CLI_Tools_Hard
+#   EXP_ARMS="NoLimit Static HighOnly AgentCG-CPU AgentCG" (a subset reruns those)
+#   EXP_SWAP=1 adds 1 GiB of zram swap (the default is none)
 #   EXP_REPORT_ONLY=1 rebuilds the report from the last run
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 REPS=${EXP_REPS:-5} SPEED=${EXP_SPEED:-4} MAXDUR=${EXP_MAXDUR:-20} TOTAL=${EXP_TOTAL_MB:-800}
 LOWN=${EXP_LOW_N:-2}
+ARMS=${EXP_ARMS:-NoLimit Static HighOnly AgentCG-CPU AgentCG} SWAP=${EXP_SWAP:-0}
 HIGH=${EXP_HIGH:-swebench18/Web_Network_Hard} LOW=${EXP_LOW:-swebench18/CLI_Tools_Hard}
 TRACES=${AGENTCG_TRACES:-$(cd .. && pwd)/shared/traces}
 [ -d "$TRACES/$HIGH" ] && [ -d "$TRACES/$LOW" ] \
@@ -31,8 +34,9 @@ mkdir -p "$out" docs/experiments
 if [ "${EXP_REPORT_ONLY:-0}" = 0 ]; then
     files=""
     for t in "$HIGH" "$LOW"; do files="$files $TRACES/$t:/traces/$t"; done
-    VM_EXTRA_FILES="$files" tests/vm/run.sh --smp 4 --mem 2G --timeout 2400 tests/vm/bench/experiment.sh \
-        "$REPS" "$SPEED" "$MAXDUR" "$TOTAL" "$LOWN" "$HIGH" "$LOW" | tee "$out/vm.log"
+    mods=""; [ "$SWAP" = 1 ] && mods=--with-modules
+    VM_EXTRA_FILES="$files" tests/vm/run.sh --smp 4 --mem 2G --timeout 3000 $mods tests/vm/bench/experiment.sh \
+        "$REPS" "$SPEED" "$MAXDUR" "$TOTAL" "$LOWN" "$HIGH" "$LOW" "$ARMS" "$SWAP" | tee "$out/vm.log"
 fi
 
 sed -n 's/^EXP-RECORD //p' "$out/vm.log" | tr -d '\r' > "$out/results.jsonl"
@@ -49,7 +53,7 @@ ratio=$(awk '
     function med(s,   a, n, i, j, t) { n = split(s, a, " "); for (i = 1; i <= n; i++) for (j = i + 1; j <= n; j++) if (a[j] + 0 < a[i] + 0) { t = a[i]; a[i] = a[j]; a[j] = t }
         return n ? (n % 2 ? a[(n + 1) / 2] : (a[n / 2] + a[n / 2 + 1]) / 2) : "" }
     END { solo = med(v["Solo"]); printf "| arm | HIGH median completion (s) | x solo (%s s) |\n| --- | --- | --- |\n", solo
-          n = split("NoLimit Static HighOnly AgentCG", arms, " ")
+          n = split("NoLimit Static HighOnly AgentCG-CPU AgentCG", arms, " ")
           for (i = 1; i <= n; i++) { m = med(v[arms[i]]); printf "| %s | %s | %s |\n", arms[i], m, (m != "" && solo > 0) ? sprintf("%.2f", m / solo) : "n/a" } }' "$out/results.jsonl")
 stats=$(sed -n 's/^EXP-STATS //p' "$out/vm.log" | tr -d '\r')
 # HIGH's share of the CPU time all sessions used, per arm (runs that completed)
@@ -61,7 +65,7 @@ share=$(awk '
       if (c == "" || arm == "Solo") next
       all[arm] += c; if (role == "HIGH") high[arm] += c }
     END { print "| arm | HIGH share of the sessions CPU time | CPU seconds, all sessions |"; print "| --- | --- | --- |"
-          n = split("NoLimit Static HighOnly AgentCG", arms, " ")
+          n = split("NoLimit Static HighOnly AgentCG-CPU AgentCG", arms, " ")
           for (i = 1; i <= n; i++) { a = arms[i]; if (all[a] > 0) printf "| %s | %.1f %% | %.1f |\n", a, 100 * high[a] / all[a], all[a] } }' "$out/results.jsonl")
 
 {
@@ -69,7 +73,7 @@ share=$(awk '
     echo
     echo "Command: \`tests/experiment.sh\` ($(date -u +%Y-%m-%d), scx_agentcg $(git rev-parse --short HEAD 2>/dev/null || echo '?'))."
     echo
-    echo "Setup: qemu TCG VM, 4 vCPUs, 2 GiB, kernel $KVER, no swap. One HIGH session replays"
+    echo "Setup: qemu TCG VM, 4 vCPUs, 2 GiB, kernel $KVER, $([ "$SWAP" = 1 ] && echo "1 GiB of zram swap" || echo "no swap"). One HIGH session replays"
     echo "\`$HIGH\` and $LOWN LOW sessions replay \`$LOW\` (agentcg-replay, speed x$SPEED, the first"
     echo "${MAXDUR} s of replay time), started together under a shared \`memory.max\` of $TOTAL MiB on their"
     echo "parent cgroup. Steps (tool calls) become step cgroups. Arms, interleaved, $REPS repetitions each:"
@@ -78,21 +82,24 @@ share=$(awk '
     echo "- Static: \`memory.max\` = $((TOTAL / (LOWN + 1))) MiB per session; fair scheduler."
     echo "- HighOnly: \`memory.high\` = $((TOTAL / (LOWN + 1))) MiB per session and a userspace watcher (every"
     echo "  0.5 s: a LOW session with some avg10 > 10 % gets half that until its pressure drops); fair scheduler."
-    echo "- AgentCG: scx_agentcg \`--cell-parent-cgroup --enable-borrowing --policy --mem-escalation\`, HIGH"
-    echo "  interactive, LOW background (weight x0.5, \`memory.high\` = one share), thrash penalties on."
-    echo "  memcg_ops: not available on this kernel."
+    echo "- AgentCG-CPU: scx_agentcg \`--cell-parent-cgroup --enable-borrowing --policy\`, HIGH interactive,"
+    echo "  LOW background (weight x0.5), thrash penalties on; no memory actions."
+    echo "- AgentCG: the same with \`--mem-arbitration\` (defaults of \`[memory]\`: memory.low/min for HIGH; LOW"
+    echo "  held in the scheduler at 90 % of the shared limit, frozen after 1 s, resumed below 80 %, killed"
+    echo "  at 97 % as the last resort). $(grep -m1 -o 'memcg_ops: [a-z]*' "$out/vm.log" || echo 'memcg_ops: unsupported'), from the scheduler's log."
     echo
-    echo "A run still going after $((MAXDUR * 4 + 10)) s is stopped and counted as not completed (timed out):"
+    echo "A run still going after $((MAXDUR * 4 + 10)) s gets SIGTERM, SIGKILL 5 s later, and counts as not completed (timed out):"
     echo
     echo '```'
     grep '"timed_out":true' "$out/results.jsonl" | sed 's/.*"arm":"\([^"]*\)".*"role":"\([^"]*\)".*"rep":\([0-9]*\).*/\1 rep \3 \2: timed out/' || true
     echo '```'
     echo
     echo "Completion time in seconds, median [IQR]; a killed run has no completion time. Kills that were"
-    echo "not the kernel's OOM killer (in AgentCG: --mem-escalation's cgroup.kill):"
+    echo "not the kernel's OOM killer (in AgentCG: --mem-arbitration's cgroup.kill, with its logged reason):"
     echo
     echo '```'
-    grep '"killed_by":"\(escalation\|other\)"' "$out/results.jsonl" | sed 's/.*"arm":"\([^"]*\)".*"role":"\([^"]*\)".*"rep":\([0-9]*\).*"killed_by":"\([^"]*\)".*/\1 rep \3 \2: killed (\4)/' || true
+    grep '"killed_by":"\(arbitration\|other\)"' "$out/results.jsonl" | sed 's/.*"arm":"\([^"]*\)".*"role":"\([^"]*\)".*"rep":\([0-9]*\).*"killed_by":"\([^"]*\)".*/\1 rep \3 \2: killed (\4)/' || true
+    sed -n 's/^EXP-KILL \([^ ]*\) \([0-9]*\) .*INFO\] //p; s/^EXP-KILL \([^ ]*\) \([0-9]*\) .*WARN\] /\1 rep \2: /p' "$out/vm.log" | tr -d '\r' || true
     echo '```'
     echo
     echo "$table"
@@ -101,7 +108,8 @@ share=$(awk '
     echo
     echo "$share"
     echo
-    echo "scx_agentcg counters per AgentCG run (escalation actions, thrash penalty entries):"
+    echo "scx_agentcg counters per run (--mem-arbitration: holds, freezes, thaws, reclaims, kills, reaction times in us"
+    echo "from the guard line to the held session's last growth; thrash penalty entries):"
     echo
     echo '```'
     echo "$stats"

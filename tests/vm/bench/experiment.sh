@@ -13,11 +13,17 @@
 # one "EXP-RECORD {json}" line per session run (the replay report plus arm,
 # role, rep, oom_kills); the host turns them into the report and figures.
 #
-# Arguments: REPS SPEED MAX_DURATION TOTAL_MB LOW_N HIGH_TRACE LOW_TRACE
+# A run past its limit gets SIGTERM, then SIGKILL 5 s later (a replayer
+# throttled in memory.high may never act on the SIGTERM), and counts as not
+# completed. ARMS (default all five) selects arms; SWAP=1 puts 1 GiB of
+# zram swap under the sessions (run.sh --with-modules).
+#
+# Arguments: REPS SPEED MAX_DURATION TOTAL_MB LOW_N HIGH_TRACE LOW_TRACE [ARMS] [SWAP]
 . /lib/agentcg/lib.sh
 
 REPS=${1:-5} SPEED=${2:-4} MAXDUR=${3:-20} TOTAL=${4:-800} LOWN=${5:-2}
 HIGH_TRACE=${6:?high trace} LOW_TRACE=${7:?low trace}
+ARMS=${8:-NoLimit Static HighOnly AgentCG-CPU AgentCG} SWAP=${9:-0}
 P=agentcg
 N=$((LOWN + 1))
 LIMIT=$(awk -v d="$MAXDUR" 'BEGIN { printf "%d", d * 4 + 10 }')   # s before a run is stopped
@@ -25,7 +31,11 @@ SHARE=$((TOTAL / N))
 cg_parent $P > /dev/null \
     || fail "managed parent"
 echo "${TOTAL}M" > "$CG_ROOT/$P/memory.max" || fail "parent memory.max"
-echo 0 > "$CG_ROOT/$P/memory.swap.max" 2>/dev/null
+if [ "$SWAP" = 1 ]; then
+    zram_swap 1G || fail "zram swap"
+else
+    echo 0 > "$CG_ROOT/$P/memory.swap.max" 2>/dev/null
+fi
 sessions="high"; i=1
 while [ $i -le "$LOWN" ]; do sessions="$sessions low$i"; i=$((i + 1)); done
 
@@ -36,7 +46,6 @@ class = "interactive"
 [profile.low]
 class = "background"
 weight = 0.5
-memory_high = "${SHARE}M"
 
 [[select]]
 profile = "high"
@@ -84,8 +93,10 @@ run_arm() {   # run_arm ARM REP
         Static) for s in $sessions; do echo "${SHARE}M" > "$CG_ROOT/$P/$s/memory.max"; done ;;
         HighOnly) for s in $sessions; do echo "${SHARE}M" > "$CG_ROOT/$P/$s/memory.high"; done
                   watcher & wpid=$! ;;
-        AgentCG) sched_start --cell-parent-cgroup $P --enable-borrowing --policy /tmp/exp.toml --mem-escalation > /dev/null \
-                     || { echo "EXP-ERROR scheduler did not start"; return 1; } ;;
+        AgentCG-CPU) sched_start --cell-parent-cgroup $P --enable-borrowing --policy /tmp/exp.toml > /dev/null \
+                     || { echo "EXP-ERROR $arm $rep scheduler did not start"; return 1; } ;;
+        AgentCG) sched_start --cell-parent-cgroup $P --enable-borrowing --policy /tmp/exp.toml --mem-arbitration > /dev/null \
+                     || { echo "EXP-ERROR $arm $rep scheduler did not start"; return 1; } ;;
     esac
     for s in $sessions; do eval "oom0_$s=$(oom_kills $s)"; done
     pids=""
@@ -99,30 +110,35 @@ run_arm() {   # run_arm ARM REP
     # LOW session nearly to a halt) is stopped at LIMIT s and counted as
     # not completed
     all=""; for s in $sessions; do eval "all=\"\$all \$pid_$s\""; done
-    ( sleep "$LIMIT"; kill -TERM $all 2> /dev/null ) & dog=$!
+    rm -f /tmp/exp_to_*
+    ( sleep "$LIMIT"
+      for p in $all; do kill -0 "$p" 2> /dev/null && touch "/tmp/exp_to_$p"; done
+      kill -TERM $all 2> /dev/null; sleep 5; kill -KILL $all 2> /dev/null ) & dog=$!
     for s in $sessions; do
         eval "p=\$pid_$s"; wait "$p"; eval "rc_$s=$?"
     done
     kill $dog 2> /dev/null
     [ -n "$wpid" ] && kill "$wpid" 2>/dev/null
-    if [ "$arm" = AgentCG ]; then
+    case $arm in AgentCG*)
         stats_json /tmp/exp_stats.json
-        echo "EXP-STATS $arm $rep frozen=$(grep -c 'mem-escalation: session .* frozen' "$SCHED_LOG") killed=$(grep -c 'mem-escalation: session .* killed' "$SCHED_LOG") penalties=$(grep -o '"penalty_entries":[0-9]*' /tmp/exp_stats.json | awk -F: '{ s += $2 } END { print s + 0 }')"
-        sched_stop INT > /dev/null
-    fi
+        echo "EXP-STATS $arm $rep $(sed -n 's/.*"mem_arbitration":{\([^}]*\)}.*/\1/p' /tmp/exp_stats.json | tr -d '"' | tr ',:' ' =') penalties=$(grep -o '"penalty_entries":[0-9]*' /tmp/exp_stats.json | awk -F: '{ s += $2 } END { print s + 0 }')"
+        grep "mem-arbitration: session .* killed" "$SCHED_LOG" | sed "s/^/EXP-KILL $arm $rep /"
+        grep "mem-arbitration: session" "$SCHED_LOG" | sed "s/^/EXP-LOG $arm $rep /"
+        sched_stop INT > /dev/null ;;
+    esac
     for s in $sessions; do
         role=LOW; [ "$s" = high ] && role=HIGH
-        eval "o0=\$oom0_$s; rc=\$rc_$s"
+        eval "o0=\$oom0_$s; rc=\$rc_$s; p=\$pid_$s"
         kills=$(( $(oom_kills $s) - o0 ))
-        if [ "$rc" = 0 ] && grep -q '"interrupted":true' "/tmp/r_$s.json" 2>/dev/null; then
+        if [ -e "/tmp/exp_to_$p" ]; then
             echo "EXP-RECORD {\"arm\":\"$arm\",\"role\":\"$role\",\"session\":\"$s\",\"rep\":$rep,\"oom_kills\":$kills,\"exit\":$rc,\"timed_out\":true}"
         elif [ "$rc" = 0 ] && [ -s "/tmp/r_$s.json" ]; then
             rec=$(cat "/tmp/r_$s.json")
             echo "EXP-RECORD {\"arm\":\"$arm\",\"role\":\"$role\",\"session\":\"$s\",\"rep\":$rep,\"oom_kills\":$kills,\"exit\":$rc,${rec#\{}"
         else
-            # killed without an OOM kill in its cgroup: --mem-escalation's cgroup.kill
+            # killed without an OOM kill in its cgroup: --mem-arbitration's cgroup.kill
             how=oom; [ "$kills" = 0 ] && how=other
-            [ "$kills" = 0 ] && [ "$arm" = AgentCG ] && how=escalation
+            [ "$kills" = 0 ] && [ "$arm" = AgentCG ] && how=arbitration
             echo "EXP-RECORD {\"arm\":\"$arm\",\"role\":\"$role\",\"session\":\"$s\",\"rep\":$rep,\"oom_kills\":$kills,\"exit\":$rc,\"killed_by\":\"$how\",\"oom_killed\":true}"
         fi
         rm -f "/tmp/r_$s.json"
@@ -132,7 +148,7 @@ run_arm() {   # run_arm ARM REP
 
 rep=1
 while [ $rep -le "$REPS" ]; do
-    for arm in NoLimit Static HighOnly AgentCG; do
+    for arm in $ARMS; do
         run_arm $arm $rep
     done
     rep=$((rep + 1))

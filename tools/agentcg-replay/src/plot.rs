@@ -21,7 +21,7 @@ pub const DEFAULT_FONT: &str = "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf"
 const FAMILY: &str = "sans-serif";
 /// The arms in the order of the experiment design; others follow in the
 /// order they first appear.
-const ARM_ORDER: [&str; 4] = ["NoLimit", "Static", "HighOnly", "AgentCG"];
+const ARM_ORDER: [&str; 5] = ["NoLimit", "Static", "HighOnly", "AgentCG-CPU", "AgentCG"];
 
 type Res<T> = Result<T, Box<dyn Error>>;
 
