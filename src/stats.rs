@@ -228,7 +228,7 @@ pub struct Metrics {
     pub sessions: BTreeMap<String, SessionMetrics>,
     #[stat(desc = "--mem-escalation since start: sessions throttled, frozen, thawed, killed, failed writes")]
     pub mem_escalation: BTreeMap<String, u64>,
-    #[stat(desc = "--mem-arbitration: fill of the shared limit (permille), swap (0/1), and since start holds, frozen, thawed, reclaims, reclaimed MiB, kills, failed writes, reaction times (us: guard line crossed to the held session's last growth; count, median, max)")]
+    #[stat(desc = "--mem-arbitration: fill of the shared limit (permille), swap (0/1), and since start holds, frozen, thawed, reclaims, reclaimed MiB, kills, failed writes, reaction times (us, first hold of each episode: guard line crossed to the held session's last growth; count, median, max) and stop times (us, every hold: hold to the last growth; median, max)")]
     pub mem_arbitration: BTreeMap<String, u64>,
 }
 
@@ -287,6 +287,8 @@ impl Snapshot {
 fn arbitration_counters(a: &crate::memory::arbiter::ArbitrationStats) -> BTreeMap<String, u64> {
     let mut r = a.reactions_us.clone();
     r.sort_unstable();
+    let mut t = a.stops_us.clone();
+    t.sort_unstable();
     BTreeMap::from([
         ("fill_permille".to_string(), a.fill_permille),
         ("swap".to_string(), a.swap as u64),
@@ -300,6 +302,8 @@ fn arbitration_counters(a: &crate::memory::arbiter::ArbitrationStats) -> BTreeMa
         ("reactions".to_string(), r.len() as u64),
         ("reaction_us_median".to_string(), r.get(r.len() / 2).copied().unwrap_or(0)),
         ("reaction_us_max".to_string(), r.last().copied().unwrap_or(0)),
+        ("stop_us_median".to_string(), t.get(t.len() / 2).copied().unwrap_or(0)),
+        ("stop_us_max".to_string(), t.last().copied().unwrap_or(0)),
     ])
 }
 

@@ -108,8 +108,9 @@ share=$(awk '
     echo
     echo "$share"
     echo
-    echo "scx_agentcg counters per run (--mem-arbitration: holds, freezes, thaws, reclaims, kills, reaction times in us"
-    echo "from the guard line to the held session's last growth; thrash penalty entries):"
+    echo "scx_agentcg counters per run (--mem-arbitration: holds, freezes, thaws, reclaims, kills; reaction times in us"
+    echo "from the guard line to the held session's last growth (first hold of an episode), stop times from the hold;"
+    echo "thrash penalty entries):"
     echo
     echo '```'
     echo "$stats"

@@ -20,7 +20,7 @@ use anyhow::{bail, Context, Result};
 use libbpf_rs::{MapCore, MapFlags, MapHandle};
 use log::{info, warn};
 
-use super::{decide, fill_permille, oom_score_adj, pause_order, protection, protection_moved, session_budget};
+use super::{decide, fill_permille, hold_timing, oom_score_adj, pause_order, protection, protection_moved, session_budget};
 use super::{Act, DecideState, MemoryConfig, SessionView};
 use crate::bpf_intf;
 use crate::policy::{Policy, StepClass};
@@ -40,8 +40,11 @@ pub struct ArbitrationStats {
     pub reclaimed_bytes: u64,
     pub killed: u64,
     pub errors: u64,
-    /// guard line crossed -> the held session's last growth, per hold (us)
+    /// guard line crossed -> the held session's last growth, per first
+    /// hold of an episode (us)
     pub reactions_us: Vec<u64>,
+    /// hold -> the held session's last growth, per hold (us)
+    pub stops_us: Vec<u64>,
     pub sessions: BTreeMap<String, ArbSession>,
 }
 
@@ -292,8 +295,9 @@ impl Arbiter {
     /// reaction time of new holds.
     fn read_bpf(&mut self) {
         let now = self.now_ms();
-        let mut reactions = Vec::new();
+        let (mut reactions, mut stops) = (Vec::new(), Vec::new());
         let ktime0 = self.ktime0;
+        let gap_ns = self.cfg.pause_gap_ms * 1_000_000;
         for s in self.sessions.values_mut() {
             let key = s.dir.as_raw_fd().to_ne_bytes();
             let Ok(Some(v)) = self.maps.cgrp_ctxs.lookup(&key, MapFlags::ANY) else { continue };
@@ -309,19 +313,22 @@ impl Arbiter {
             if c.mem_nr_holds > s.reacted_hold && c.mem_crossed_at > 0 {
                 let held_for = if c.mem_held != 0 { now.saturating_sub(s.held_since.unwrap_or(now)) } else { 100 };
                 if held_for >= 100 {
-                    let stop = c.mem_grew_at.max(c.mem_held_at);
-                    reactions.push(stop.saturating_sub(c.mem_crossed_at) / 1000);
+                    let (reaction, stop) = hold_timing(c.mem_crossed_at, c.mem_held_at, c.mem_grew_at, gap_ns);
+                    reactions.extend(reaction);
+                    stops.push(stop);
                     s.reacted_hold = c.mem_nr_holds;
                 }
             }
         }
         if let Ok(mut st) = self.stats.lock() {
-            for r in reactions {
-                st.reactions_us.push(r);
-            }
-            let n = st.reactions_us.len();
-            if n > 256 {
-                st.reactions_us.drain(..n - 256);
+            let st = &mut *st;
+            st.reactions_us.extend(reactions);
+            st.stops_us.extend(stops);
+            for v in [&mut st.reactions_us, &mut st.stops_us] {
+                let n = v.len();
+                if n > 256 {
+                    v.drain(..n - 256);
+                }
             }
         }
     }

@@ -20,6 +20,7 @@
 #
 # Arguments: REPS SPEED MAX_DURATION TOTAL_MB LOW_N HIGH_TRACE LOW_TRACE [ARMS] [SWAP]
 . /lib/agentcg/lib.sh
+. /lib/agentcg/measure.sh   # stats_json
 
 REPS=${1:-5} SPEED=${2:-4} MAXDUR=${3:-20} TOTAL=${4:-800} LOWN=${5:-2}
 HIGH_TRACE=${6:?high trace} LOW_TRACE=${7:?low trace}
