@@ -244,6 +244,11 @@ impl Arbiter {
                 seen.push(name);
             }
         }
+        // a session that is gone leaves no mode behind in BPF (the map is bounded)
+        let gone: Vec<u64> = self.sessions.iter().filter(|(n, _)| !seen.contains(n)).map(|(_, s)| s.cgid).collect();
+        for cgid in gone {
+            let _ = self.maps.mem_ctls.delete(&cgid.to_ne_bytes());
+        }
         self.sessions.retain(|n, _| seen.contains(n));
         for name in seen {
             let class = self.class_of(&name);
