@@ -41,6 +41,10 @@ fi
 
 sed -n 's/^EXP-RECORD //p' "$out/vm.log" | tr -d '\r' > "$out/results.jsonl"
 [ -s "$out/results.jsonl" ] || { echo "experiment: no records; see $out/vm.log" >&2; exit 1; }
+# what the scheduler's log said of memcg_ops (older runs did not record it)
+memcg=$(sed -n 's/^EXP-MEMCG [^ ]* [0-9]* //p' "$out/vm.log" | tr -d '\r' | sort -u | paste -sd, -)
+memcg=${memcg:+$memcg (the scheduler's log).}
+memcg=${memcg:-memcg_ops: not recorded by this run.}
 table=$(target/release/agentcg-replay plot --out docs/experiments "$out/results.jsonl")
 
 # HIGH's completion per arm against its solo median
@@ -86,7 +90,7 @@ share=$(awk '
     echo "  LOW background (weight x0.5), thrash penalties on; no memory actions."
     echo "- AgentCG: the same with \`--mem-arbitration\` (defaults of \`[memory]\`: memory.low/min for HIGH; LOW"
     echo "  held in the scheduler at 90 % of the shared limit, frozen after 1 s, resumed below 80 %, killed"
-    echo "  at 97 % as the last resort). $(grep -m1 -o 'memcg_ops: [a-z]*' "$out/vm.log" || echo 'memcg_ops: unsupported'), from the scheduler's log."
+    echo "  at 97 % as the last resort). $memcg"
     echo
     echo "A run still going after $((MAXDUR * 4 + 10)) s gets SIGTERM, SIGKILL 5 s later, and counts as not completed (timed out):"
     echo

@@ -125,6 +125,7 @@ run_arm() {   # run_arm ARM REP
         echo "EXP-STATS $arm $rep $(sed -n 's/.*"mem_arbitration":{\([^}]*\)}.*/\1/p' /tmp/exp_stats.json | tr -d '"' | tr ',:' ' =') penalties=$(grep -o '"penalty_entries":[0-9]*' /tmp/exp_stats.json | awk -F: '{ s += $2 } END { print s + 0 }')"
         grep "mem-arbitration: session .* killed" "$SCHED_LOG" | sed "s/^/EXP-KILL $arm $rep /"
         grep "mem-arbitration: session" "$SCHED_LOG" | sed "s/^/EXP-LOG $arm $rep /"
+        grep -m1 -o 'memcg_ops: [a-z]*' "$SCHED_LOG" | sed "s/^/EXP-MEMCG $arm $rep /"
         sched_stop INT > /dev/null ;;
     esac
     for s in $sessions; do
