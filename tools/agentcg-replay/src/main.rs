@@ -41,6 +41,10 @@ enum Cmd {
         /// speed (the replayed work is fixed, so completion times compare).
         #[arg(long, value_name = "SECS")]
         max_duration: Option<f64>,
+        /// Place the --max-duration window so that it holds the trace's memory
+        /// peak (at three quarters of the window) instead of at the start.
+        #[arg(long, requires = "max_duration")]
+        window_at_peak: bool,
         /// Cgroup v2 directory (absolute, or relative to /sys/fs/cgroup) under
         /// which step_<n>_<tool> and step_idle cgroups are created.
         #[arg(long, value_name = "CGROUP_DIR")]
@@ -100,7 +104,11 @@ fn info(dirs: &[PathBuf]) -> Result<(), String> {
             tr.samples_in_file,
             tr.malformed
         );
-        println!("peak memory    {:.1} MB", tr.peak_mem() as f64 / 1e6);
+        println!(
+            "peak memory    {:.1} MB at {:.1} s",
+            tr.peak_mem() as f64 / 1e6,
+            tr.peak_t()
+        );
         println!("cpu            mean {mean:.1} %, max {max:.1} %, {cpu_s:.1} cpu-seconds");
         match &tr.tool_calls {
             None => println!("tool calls     none (no tool_calls.json)"),
@@ -132,6 +140,7 @@ fn main() -> ExitCode {
             speed,
             mem_scale,
             max_duration,
+            window_at_peak,
             step_parent,
             chunk_kb,
             json,
@@ -141,6 +150,7 @@ fn main() -> ExitCode {
                 speed,
                 mem_scale,
                 max_duration,
+                window_at_peak,
                 step_parent,
                 chunk_kb,
                 json,

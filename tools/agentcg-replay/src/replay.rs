@@ -55,6 +55,9 @@ pub struct RunOpts {
     pub speed: f64,
     pub mem_scale: f64,
     pub max_duration: Option<f64>,
+    /// Place the --max-duration window around the trace's memory peak
+    /// instead of at its start.
+    pub window_at_peak: bool,
     pub step_parent: Option<PathBuf>,
     pub chunk_kb: u64,
     pub json: Option<PathBuf>,
@@ -83,6 +86,12 @@ pub struct Report {
     pub truncated: bool,
     /// Whether SIGINT/SIGTERM stopped the replay early.
     pub interrupted: bool,
+    /// Trace seconds skipped before the replayed window (--window-at-peak).
+    pub window_start_s: f64,
+    /// Trace seconds of the whole trace's memory peak.
+    pub trace_peak_s: f64,
+    /// Whether the replayed part holds that peak.
+    pub peak_replayed: bool,
     pub peak_mem_bytes: u64,
     pub alloc_count: usize,
     pub alloc_failures: u64,
@@ -556,6 +565,9 @@ pub fn replay(tr: &Trace, o: &RunOpts) -> Report {
         tool_calls_skipped: tr.tool_calls_skipped,
         truncated,
         interrupted,
+        window_start_s: 0.0,
+        trace_peak_s: round3(tr.peak_t()),
+        peak_replayed: tr.peak_t() <= expected * speed + 1e-6,
         peak_mem_bytes: mem.peak,
         alloc_count: mem.lat_ns.len(),
         alloc_failures: mem.failures,
@@ -623,10 +635,19 @@ pub fn print_summary(r: &Report) {
         r.samples_replayed, r.samples_total, r.malformed_skipped
     );
     println!(
-        "peak memory        {:.1} MB (scale {})",
+        "peak memory        {:.1} MB (scale {}); the trace peaks at {:.1} s, {}",
         mb(r.peak_mem_bytes),
-        r.mem_scale
+        r.mem_scale,
+        r.trace_peak_s,
+        if r.peak_replayed {
+            "replayed"
+        } else {
+            "NOT replayed (try --window-at-peak)"
+        }
     );
+    if r.window_start_s > 0.0 {
+        println!("window             from {:.1} s of the trace", r.window_start_s);
+    }
     println!(
         "alloc latency      p50 {:.1} us, p95 {:.1} us, p99 {:.1} us, max {:.1} us ({} chunks of {} KiB, {} failed)",
         r.alloc_lat_p50_us,
@@ -680,8 +701,22 @@ pub fn run(o: &RunOpts) -> Result<Report, String> {
     if o.chunk_kb == 0 {
         return Err("--chunk-kb must be > 0".into());
     }
-    let tr = trace::load(&o.trace)?;
-    let r = replay(&tr, o);
+    if o.window_at_peak && o.max_duration.is_none() {
+        return Err("--window-at-peak needs --max-duration (the window's length)".into());
+    }
+    let full = trace::load(&o.trace)?;
+    let mut start = 0.0;
+    if let (true, Some(m)) = (o.window_at_peak, o.max_duration) {
+        start = trace::peak_window_start(full.duration(), full.peak_t(), m * o.speed);
+    }
+    let tr = if start > 0.0 { full.from(start) } else { full.clone() };
+    let mut r = replay(&tr, o);
+    // the peak and the window in the whole trace's time
+    let peak = full.peak_t();
+    r.window_start_s = round3(start);
+    r.trace_peak_s = round3(peak);
+    r.peak_replayed = peak >= start - 1e-6 && peak <= start + r.expected_s * o.speed + 1e-6;
+    r.truncated |= start > 0.0;
     print_summary(&r);
     if let Some(p) = &o.json {
         write_json(&r, p)?;
@@ -728,6 +763,7 @@ mod tests {
             speed: 10.0,
             mem_scale: 1.0,
             max_duration: None,
+            window_at_peak: false,
             step_parent: None,
             chunk_kb: 1024,
             json: None,
@@ -757,6 +793,7 @@ mod tests {
         let o2 = RunOpts {
             mem_scale: 0.5,
             max_duration: Some(0.05),
+            window_at_peak: false,
             ..o
         };
         let r2 = replay(&tr, &o2);
@@ -799,6 +836,7 @@ mod tests {
             speed: 20.0,
             mem_scale: 1.0,
             max_duration: None,
+            window_at_peak: false,
             step_parent: Some(d.clone()),
             chunk_kb: 256,
             json: None,

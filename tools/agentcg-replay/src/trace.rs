@@ -72,6 +72,38 @@ impl Trace {
         self.samples.iter().map(|s| s.mem_bytes).max().unwrap_or(0)
     }
 
+    /// Trace time (seconds since the first sample) of the first sample at
+    /// the peak memory; 0 for an empty trace.
+    pub fn peak_t(&self) -> f64 {
+        let peak = self.peak_mem();
+        self.samples
+            .iter()
+            .find(|s| s.mem_bytes == peak)
+            .map_or(0.0, |s| s.t)
+    }
+
+    /// The part of the trace from trace time `start` on, re-based so that
+    /// its first sample is at t = 0 (epochs unchanged, so tool calls that
+    /// began before `start` are clamped to its start by `step_events`).
+    pub fn from(&self, start: f64) -> Trace {
+        let kept: Vec<&Sample> = self
+            .samples
+            .iter()
+            .filter(|s| s.t >= start - 1e-9)
+            .collect();
+        let base = kept.first().map_or(0.0, |s| s.t);
+        Trace {
+            samples: kept
+                .into_iter()
+                .map(|s| Sample {
+                    t: s.t - base,
+                    ..s.clone()
+                })
+                .collect(),
+            ..self.clone()
+        }
+    }
+
     /// Mean and max CPU percent over the usable samples.
     pub fn cpu_mean_max(&self) -> (f64, f64) {
         if self.samples.is_empty() {
@@ -549,6 +581,17 @@ pub fn step_events(calls: &[ToolCall], first_epoch: f64) -> Vec<StepEvent> {
     ev
 }
 
+/// Where a window of `len` trace seconds starts so that it holds the peak:
+/// the peak at three quarters of the window (memory builds up before it and
+/// the trace goes on after), clamped to the trace. 0 when the whole trace
+/// fits.
+pub fn peak_window_start(duration: f64, peak_t: f64, len: f64) -> f64 {
+    if len >= duration {
+        return 0.0;
+    }
+    (peak_t - 0.75 * len).clamp(0.0, duration - len)
+}
+
 /// Wall-clock offset (seconds since replay start, on schedule) of a trace
 /// time at the given speed.
 pub fn scaled(t: f64, speed: f64) -> f64 {
@@ -559,6 +602,41 @@ pub fn scaled(t: f64, speed: f64) -> f64 {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn peak_window() {
+        // the whole trace fits: start at 0
+        assert_eq!(peak_window_start(70.0, 61.0, 80.0), 0.0);
+        // the peak at three quarters of the window
+        assert_eq!(peak_window_start(360.0, 219.0, 80.0), 159.0);
+        // clamped at both ends
+        assert_eq!(peak_window_start(360.0, 20.0, 80.0), 0.0);
+        assert_eq!(peak_window_start(360.0, 355.0, 80.0), 280.0);
+    }
+
+    #[test]
+    fn trace_from_rebases() {
+        let mk = |t: f64, m: u64| Sample {
+            epoch: 500.0 + t,
+            t,
+            mem_bytes: m,
+            cpu_pct: 10.0,
+        };
+        let tr = Trace {
+            name: "x/y".into(),
+            dir: PathBuf::from("/x"),
+            samples: vec![mk(0.0, 1), mk(1.0, 5), mk(2.0, 9), mk(3.0, 2)],
+            samples_in_file: 4,
+            malformed: 0,
+            tool_calls: None,
+            tool_calls_skipped: 0,
+        };
+        assert_eq!(tr.peak_t(), 2.0);
+        let w = tr.from(0.5);
+        assert_eq!(w.samples.len(), 3);
+        assert_eq!((w.samples[0].t, w.samples[0].epoch), (0.0, 501.0));
+        assert_eq!(w.peak_t(), 1.0);
+    }
 
     #[test]
     fn mem_units() {
