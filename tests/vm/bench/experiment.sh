@@ -1,14 +1,15 @@
 # Guest side of tests/experiment.sh: trace replay under memory contention.
 # One HIGH and LOW_N LOW sessions replay agent traces (agentcg-replay) under
-# a shared memory.max of TOTAL_MB on their parent, no swap, in four arms:
+# a shared memory.max of TOTAL_MB on their parent, in five arms:
 #   NoLimit   the shared limit only (fair scheduler)
 #   Static    memory.max = TOTAL/N per session (fair scheduler)
 #   HighOnly  memory.high = TOTAL/N per session and a userspace watcher that
 #             lowers a LOW session's memory.high while it is under memory
 #             pressure and gives it back after (fair scheduler)
-#   AgentCG   scx_agentcg with cells (borrowing on) and the policy file
-#             (HIGH interactive, LOW background with memory.high = a share),
-#             thrash penalties and --mem-escalation
+#   AgentCG-CPU  scx_agentcg with cells (borrowing on) and the policy file
+#             (HIGH interactive, LOW background, weight x0.5), thrash
+#             penalties; no memory actions
+#   AgentCG   the same with --mem-arbitration
 # REPS repetitions, arms interleaved in the same order each time. Prints
 # one "EXP-RECORD {json}" line per session run (the replay report plus arm,
 # role, rep, oom_kills); the host turns them into the report and figures.
@@ -18,13 +19,16 @@
 # completed. ARMS (default all five) selects arms; SWAP=1 puts 1 GiB of
 # zram swap under the sessions (run.sh --with-modules).
 #
-# Arguments: REPS SPEED MAX_DURATION TOTAL_MB LOW_N HIGH_TRACE LOW_TRACE [ARMS] [SWAP]
+# WINDOW=peak (the default) replays the MAX_DURATION window that holds each
+# trace's memory peak (agentcg-replay --window-at-peak), start its first part.
+#
+# Arguments: REPS SPEED MAX_DURATION TOTAL_MB LOW_N HIGH_TRACE LOW_TRACE [ARMS] [SWAP] [WINDOW]
 . /lib/agentcg/lib.sh
 . /lib/agentcg/measure.sh   # stats_json
 
 REPS=${1:-5} SPEED=${2:-4} MAXDUR=${3:-20} TOTAL=${4:-800} LOWN=${5:-2}
 HIGH_TRACE=${6:?high trace} LOW_TRACE=${7:?low trace}
-ARMS=${8:-NoLimit Static HighOnly AgentCG-CPU AgentCG} SWAP=${9:-0}
+ARMS=${8:-NoLimit Static HighOnly AgentCG-CPU AgentCG} SWAP=${9:-0} WINDOW=${10:-peak}
 P=agentcg
 N=$((LOWN + 1))
 LIMIT=$(awk -v d="$MAXDUR" 'BEGIN { printf "%d", d * 4 + 10 }')   # s before a run is stopped
@@ -58,6 +62,17 @@ session = "low*"
 EOT
 
 oom_kills() { awk '$1 == "oom_kill" { print $2 }' "$CG_ROOT/$P/$1/memory.events" 2>/dev/null || echo 0; }
+# events SESSION: the session's memory.events as "high max oom oom_kill"
+events() {
+    awk '{ v[$1] = $2 } END { printf "%d %d %d %d\n", v["high"], v["max"], v["oom"], v["oom_kill"] }' \
+        "$CG_ROOT/$P/$1/memory.events" 2>/dev/null || echo "0 0 0 0"
+}
+# events_json BEFORE AFTER: the increase as a JSON object
+events_json() {
+    set -- $1 $2
+    echo "{\"high\":$(($5 - $1)),\"max\":$(($6 - $2)),\"oom\":$(($7 - $3)),\"oom_kill\":$(($8 - $4))}"
+}
+WINDOW_ARG=""; [ "$WINDOW" = peak ] && WINDOW_ARG=--window-at-peak
 
 # the usual userspace practice: poll pressure, squeeze the noisy neighbour
 watcher() {
@@ -99,11 +114,12 @@ run_arm() {   # run_arm ARM REP
         AgentCG) sched_start --cell-parent-cgroup $P --enable-borrowing --policy /tmp/exp.toml --mem-arbitration > /dev/null \
                      || { echo "EXP-ERROR $arm $rep scheduler did not start"; return 1; } ;;
     esac
-    for s in $sessions; do eval "oom0_$s=$(oom_kills $s)"; done
+    for s in $sessions; do eval "oom0_$s=$(oom_kills $s); ev0_$s=\"$(events $s)\""; done
+    pev0=$(events .)
     pids=""
     for s in $sessions; do
         t=$LOW_TRACE; [ "$s" = high ] && t=$HIGH_TRACE
-        agentcg-replay run --trace "/traces/$t" --speed "$SPEED" --max-duration "$MAXDUR" \
+        agentcg-replay run --trace "/traces/$t" --speed "$SPEED" --max-duration "$MAXDUR" $WINDOW_ARG \
             --step-parent "$P/$s" --json "/tmp/r_$s.json" > "/tmp/r_$s.out" 2>&1 &
         eval "pid_$s=$!"
     done
@@ -122,7 +138,7 @@ run_arm() {   # run_arm ARM REP
     [ -n "$wpid" ] && kill "$wpid" 2>/dev/null
     case $arm in AgentCG*)
         stats_json /tmp/exp_stats.json
-        echo "EXP-STATS $arm $rep $(sed -n 's/.*"mem_arbitration":{\([^}]*\)}.*/\1/p' /tmp/exp_stats.json | tr -d '"' | tr ',:' ' =') penalties=$(grep -o '"penalty_entries":[0-9]*' /tmp/exp_stats.json | awk -F: '{ s += $2 } END { print s + 0 }')"
+        echo "EXP-SCHED {\"arm\":\"$arm\",\"rep\":$rep,\"reply\":$(tr -d '\n' < /tmp/exp_stats.json)}"
         grep "mem-arbitration: session .* killed" "$SCHED_LOG" | sed "s/^/EXP-KILL $arm $rep /"
         grep "mem-arbitration: session" "$SCHED_LOG" | sed "s/^/EXP-LOG $arm $rep /"
         grep -m1 -o 'memcg_ops: [a-z]*' "$SCHED_LOG" | sed "s/^/EXP-MEMCG $arm $rep /"
@@ -130,18 +146,21 @@ run_arm() {   # run_arm ARM REP
     esac
     for s in $sessions; do
         role=LOW; [ "$s" = high ] && role=HIGH
-        eval "o0=\$oom0_$s; rc=\$rc_$s; p=\$pid_$s"
+        eval "o0=\$oom0_$s; rc=\$rc_$s; p=\$pid_$s; e0=\$ev0_$s"
         kills=$(( $(oom_kills $s) - o0 ))
+        ev=$(events_json "$e0" "$(events $s)")
+        # the shared parent's own events go with HIGH's record (one per run)
+        [ "$s" = high ] && ev="$ev,\"parent_events\":$(events_json "$pev0" "$(events .)")"
         if [ -e "/tmp/exp_to_$p" ]; then
-            echo "EXP-RECORD {\"arm\":\"$arm\",\"role\":\"$role\",\"session\":\"$s\",\"rep\":$rep,\"oom_kills\":$kills,\"exit\":$rc,\"timed_out\":true}"
+            echo "EXP-RECORD {\"arm\":\"$arm\",\"role\":\"$role\",\"session\":\"$s\",\"rep\":$rep,\"oom_kills\":$kills,\"events\":$ev,\"exit\":$rc,\"timed_out\":true}"
         elif [ "$rc" = 0 ] && [ -s "/tmp/r_$s.json" ]; then
             rec=$(cat "/tmp/r_$s.json")
-            echo "EXP-RECORD {\"arm\":\"$arm\",\"role\":\"$role\",\"session\":\"$s\",\"rep\":$rep,\"oom_kills\":$kills,\"exit\":$rc,${rec#\{}"
+            echo "EXP-RECORD {\"arm\":\"$arm\",\"role\":\"$role\",\"session\":\"$s\",\"rep\":$rep,\"oom_kills\":$kills,\"events\":$ev,\"exit\":$rc,${rec#\{}"
         else
             # killed without an OOM kill in its cgroup: --mem-arbitration's cgroup.kill
             how=oom; [ "$kills" = 0 ] && how=other
             [ "$kills" = 0 ] && [ "$arm" = AgentCG ] && how=arbitration
-            echo "EXP-RECORD {\"arm\":\"$arm\",\"role\":\"$role\",\"session\":\"$s\",\"rep\":$rep,\"oom_kills\":$kills,\"exit\":$rc,\"killed_by\":\"$how\",\"oom_killed\":true}"
+            echo "EXP-RECORD {\"arm\":\"$arm\",\"role\":\"$role\",\"session\":\"$s\",\"rep\":$rep,\"oom_kills\":$kills,\"events\":$ev,\"exit\":$rc,\"killed_by\":\"$how\",\"oom_killed\":true}"
         fi
         rm -f "/tmp/r_$s.json"
     done
@@ -155,12 +174,16 @@ while [ $rep -le "$REPS" ]; do
     done
     rep=$((rep + 1))
 done
-# the solo baseline of HIGH: alone, no limits beyond the parent's, 3 runs
+# the solo baselines of HIGH and LOW: each alone, no limits beyond the
+# parent's, 3 runs
 for rep in 1 2 3; do
-    reset_sessions
-    agentcg-replay run --trace "/traces/$HIGH_TRACE" --speed "$SPEED" --max-duration "$MAXDUR" \
-        --step-parent "$P/high" --json /tmp/solo.json > /dev/null 2>&1 \
-        && echo "EXP-RECORD {\"arm\":\"Solo\",\"role\":\"HIGH\",\"session\":\"high\",\"rep\":$rep,\"oom_kills\":0,\"exit\":0,$(sed 's/^{//' /tmp/solo.json)"
+    for role in HIGH LOW; do
+        reset_sessions
+        s=high t=$HIGH_TRACE; [ $role = LOW ] && s=low1 t=$LOW_TRACE
+        agentcg-replay run --trace "/traces/$t" --speed "$SPEED" --max-duration "$MAXDUR" $WINDOW_ARG \
+            --step-parent "$P/$s" --json /tmp/solo.json > /dev/null 2>&1 \
+            && echo "EXP-RECORD {\"arm\":\"Solo\",\"role\":\"$role\",\"session\":\"$s\",\"rep\":$rep,\"oom_kills\":0,\"exit\":0,$(sed 's/^{//' /tmp/solo.json)"
+    done
 done
 check "the experiment ran" true
 finish

@@ -4,6 +4,7 @@
 
 mod plot;
 mod replay;
+mod report;
 mod stats;
 mod steps;
 mod trace;
@@ -73,6 +74,19 @@ enum Cmd {
         /// Result files, one JSON object per line.
         #[arg(required = true)]
         results: Vec<PathBuf>,
+    },
+    /// The experiment's markdown report: goals, completion against solo,
+    /// memory.events, latency, windows and scheduler counters.
+    Report {
+        /// Result records, one JSON object per line (tests/experiment.sh).
+        results: PathBuf,
+        /// The scheduler's stats replies after each run, one JSON object per
+        /// line ({"arm", "rep", "reply"}).
+        #[arg(long, value_name = "FILE")]
+        sched: Option<PathBuf>,
+        /// The sessions had swap (the goals differ).
+        #[arg(long)]
+        swap: bool,
     },
 }
 
@@ -159,6 +173,11 @@ fn main() -> ExitCode {
         }
         Cmd::Info { trace } => info(&trace),
         Cmd::Plot { out, font, results } => plot::plot(&out, &results, &font),
+        Cmd::Report {
+            results,
+            sched,
+            swap,
+        } => report::report(&results, sched.as_deref(), report::Setup { swap }),
     };
     match res {
         Ok(()) => ExitCode::SUCCESS,
