@@ -241,6 +241,8 @@ pub struct SessionView {
     /// the arbiter killed it and it still has tasks
     pub killing: bool,
     pub populated: bool,
+    /// a memory.reclaim of it is still being written (swap is making room)
+    pub reclaiming: bool,
 }
 
 /// What [`decide`] asks the arbiter to do.
@@ -307,9 +309,12 @@ pub fn decide(
     // finish and free memory, and resuming one would only pause it again)
     let paused = |s: &SessionView| s.held_since.is_some() || s.frozen_since.is_some();
     let active = |s: &&SessionView| s.populated && !s.killing;
+    // a reclaim still being written is making room: not stuck yet, and the
+    // wait starts again when it is done
     let stuck = fill >= MemoryConfig::permille(cfg.resume_pct)
         && sessions.iter().filter(active).count() > 0
-        && sessions.iter().filter(active).all(paused);
+        && sessions.iter().filter(active).all(paused)
+        && !sessions.iter().any(|s| s.reclaiming);
     let stuck_since = if stuck { Some(*st.stuck_since.get_or_insert(now_ms)) } else { None };
     if !stuck {
         st.stuck_since = None;
@@ -370,6 +375,7 @@ mod tests {
             frozen_since: None,
             killing: false,
             populated: true,
+            reclaiming: false,
         }
     }
 
@@ -511,6 +517,18 @@ mod tests {
         assert!(decide(&cfg, 6000, 850, false, &order, &[young2.clone(), old.clone()], &mut st).is_empty());
         let acts = decide(&cfg, 9000, 850, false, &order, &[young2.clone(), old.clone()], &mut st);
         assert!(matches!(&acts[..], [Act::Kill(n, why)] if n == "young" && why.contains("none can finish")), "{acts:?}");
+        // a reclaim in flight is progress: no stuck kill however long it
+        // takes, and the wait starts again when it ends
+        let mut st = DecideState::default();
+        let mut busy = young2.clone();
+        busy.reclaiming = true;
+        for t in [6000, 9000, 12000] {
+            let acts = decide(&cfg, t, 850, true, &order, &[busy.clone(), old.clone()], &mut st);
+            assert!(acts.iter().all(|a| !matches!(a, Act::Kill(..))), "{acts:?}");
+        }
+        assert!(decide(&cfg, 12500, 850, true, &order, &[young2.clone(), old.clone()], &mut st).is_empty());
+        let acts = decide(&cfg, 15500, 850, true, &order, &[young2.clone(), old.clone()], &mut st);
+        assert!(matches!(&acts[..], [Act::Kill(n, _)] if n == "young"), "{acts:?}");
         // with an interactive session still running it is not stuck: no kill below kill_pct
         let mut chat = view("chat");
         chat.pausable = false;

@@ -6,7 +6,7 @@
 //! children (checked on canonical paths), or to `/proc/PID/oom_score_adj`
 //! of a task listed in a session's cgroups.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs::File;
 use std::io::Write;
 use std::os::fd::AsRawFd;
@@ -99,6 +99,8 @@ pub struct Arbiter {
     order: Vec<String>,
     dstate: DecideState,
     stats: Arc<Mutex<ArbitrationStats>>,
+    /// sessions whose memory.reclaim is still being written
+    reclaiming: Arc<Mutex<BTreeSet<String>>>,
     swap: bool,
     parent_low: u64,
     parent_min: u64,
@@ -159,6 +161,7 @@ impl Arbiter {
             order: Vec::new(),
             dstate: DecideState::default(),
             stats: Arc::new(Mutex::new(ArbitrationStats::default())),
+            reclaiming: Arc::new(Mutex::new(BTreeSet::new())),
             swap: false,
             parent_low: 0,
             parent_min: 0,
@@ -463,6 +466,13 @@ impl Arbiter {
         }
         let stats = self.stats.clone();
         let (dir, rel) = (parent.join(name), format!("{}/{name}", self.parent_rel));
+        let busy = self.reclaiming.clone();
+        let key = name.to_string();
+        if let Ok(mut b) = busy.lock() {
+            if !b.insert(key.clone()) {
+                return; // one reclaim per session at a time
+            }
+        }
         std::thread::spawn(move || {
             let res = std::fs::OpenOptions::new()
                 .write(true)
@@ -483,6 +493,9 @@ impl Arbiter {
             if let Ok(mut st) = stats.lock() {
                 st.reclaims += 1;
                 st.reclaimed_bytes += freed;
+            }
+            if let Ok(mut b) = busy.lock() {
+                b.remove(&key);
             }
         });
     }
@@ -668,6 +681,7 @@ impl Arbiter {
             self.set_mode(n, mode);
         }
         let fill = self.fill();
+        let reclaiming = self.reclaiming.lock().map(|b| b.clone()).unwrap_or_default();
         let views: Vec<SessionView> = self
             .sessions
             .iter()
@@ -678,6 +692,7 @@ impl Arbiter {
                 frozen_since: s.frozen_since,
                 killing: s.killing,
                 populated: s.populated,
+                reclaiming: reclaiming.contains(n),
             })
             .collect();
         let acts = decide(&self.cfg, now, fill, self.swap, &self.order, &views, &mut self.dstate);
