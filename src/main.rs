@@ -558,10 +558,11 @@ impl<'a> Scheduler<'a> {
             )?;
             let m = &policy.memory;
             info!(
-                "mem-arbitration: on for the sessions of {}: in-kernel guard polls the page counters every {} us; \
+                "mem-arbitration: on for the sessions of {}: in-kernel guard polls {} every {} us; \
                  pause at {} %, resume below {} %, freeze after {} ms, kill at {} % as the last resort{}; \
                  interactive sessions get memory.low/min{}",
                 opts.cell_parent_cgroup.as_deref().unwrap_or_default(),
+                mem_signal(),
                 m.poll_us,
                 m.guard_pct,
                 m.resume_pct,
@@ -1192,6 +1193,17 @@ pub fn memory_total_bytes() -> u64 {
         })
         .map(|kb| kb * 1024)
         .unwrap_or(0)
+}
+
+/// What the in-kernel guard reads, and what this kernel offers beside it.
+fn mem_signal() -> String {
+    let has = |name: &str| compat::ksym_exists(name).unwrap_or(false);
+    let kfuncs = ["bpf_get_mem_cgroup", "bpf_mem_cgroup_usage", "bpf_put_mem_cgroup"];
+    format!(
+        "the page counters (memcg->memory usage and max, CO-RE reads from a bpf_timer: the value \
+         bpf_mem_cgroup_usage() returns, with no reference to take or drop; this kernel {} the memcg kfuncs)",
+        if kfuncs.iter().all(|k| has(k)) { "also has" } else { "lacks" }
+    )
 }
 
 /// Turn off the memory-pressure hooks this kernel lacks; say what is used.

@@ -11,6 +11,9 @@
 # scx_bpfland and scx_agentcg, arms interleaved (BENCH_REPS repetitions,
 # default 3; BENCH_ARMS=0 skips it, BENCH_MAIN=0 runs only it).
 #
+# Then the thrash victim (a probe beside a session thrashing under
+# memory.high, with zram), CFS against scx_agentcg (BENCH_THRASH=0 skips it).
+#
 # Usage: tests/bench.sh        (BENCH_WINDOW=SECS changes the 10 s windows)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -98,6 +101,24 @@ fi
                                      else if (a ~ /lost|not run/) printf "| %s | | | |\n", a }'
         done
     done
+} >> target/bench/latest.md
+fi
+# ---- the thrash victim, in one more boot with zram (BENCH_THRASH=0 skips)
+if [ "${BENCH_THRASH:-1}" != 0 ]; then
+tests/vm/run.sh --smp $SMP --mem 2G --timeout 900 --with-modules tests/vm/bench/thrash.sh \
+    "${BENCH_THRASH_REPS:-3}" | tee target/bench/thrash.log
+{
+    echo
+    echo "### Thrash victim"
+    echo
+    echo "A probe session's wake-up p99 (agentcg-load wakeup, 1 ms, 6 s) alone and beside a session thrashing"
+    echo "under memory.high (48M for 192 MiB, 4 threads, 1 GiB zram), fair scheduler against scx_agentcg"
+    echo "(thrash penalties on), interleaved, ${BENCH_THRASH_REPS:-3} repetitions in one boot (2 GiB). The goal is"
+    echo "a ratio of at most 1.5 under scx_agentcg."
+    echo
+    echo "| arm | rep | p99 alone (us) | p99 beside the thrashing session (us) | ratio |"
+    echo "| --- | --- | --- | --- | --- |"
+    tr -d '\r' < target/bench/thrash.log | awk '$1 == "THRASH" { printf "| %s | %s | %s | %s | %.2f |\n", $2, $3, $4, $5, $4 > 0 ? $5 / $4 : 0 }'
 } >> target/bench/latest.md
 fi
 echo

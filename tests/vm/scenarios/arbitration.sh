@@ -11,6 +11,8 @@
 #   scheduler stays attached through a 32 s pause (sched_ext watchdog: 30 s);
 # - with zram swap a frozen session is pushed out with memory.reclaim, and
 #   not with reclaim = false;
+# - by the hog's own clock, its allocations stop within 20 ms of the guard
+#   line, and with pause = false they do not;
 # - nothing outside the managed tree is frozen, protected or re-scored;
 # - bad [memory] values and flag combinations are refused before attaching.
 . /lib/agentcg/lib.sh
@@ -39,6 +41,10 @@ session = "chat*"
 [[select]]
 profile = "bg"
 session = "bg*"
+
+[[select]]
+profile = "bg"
+session = "hog*"
 
 [memory]
 guard_pct = 80
@@ -82,7 +88,8 @@ cg_new outside > /dev/null || fail "outside cgroup"
 echo 200M > "$(cg_path outside)/memory.max"
 policy main
 sched_start --cell-parent-cgroup $P --policy /tmp/main.toml --mem-arbitration || fail "scheduler did not start"
-check "the log names the in-kernel guard" grep -q "mem-arbitration: on for the sessions of $P: in-kernel guard polls the page counters every 1000 us" "$SCHED_LOG"
+check "the log names the in-kernel guard" grep -q "mem-arbitration: on for the sessions of $P: in-kernel guard polls the page counters (.*) every 1000 us" "$SCHED_LOG"
+check "the log says this kernel has the memcg kfuncs (7.3 does)" grep -q "this kernel also has the memcg kfuncs" "$SCHED_LOG"
 hog $P/chat 40; chat_pid=$HOG
 hog outside 190 40
 agentcg-load memhog --mb 1 --duration 60 > /dev/null 2>&1 & bystander=$!
@@ -210,4 +217,24 @@ for rec in false true; do
 done
 check_eq "on exit: the background hog's oom_score_adj is back" 0 "$(cat /proc/$bg_pid/oom_score_adj)"
 drain_loads
+
+# ---- the hog's own clock (agentcg-replay react: it stamps every 64 KiB and
+# reads the parent's memory.current): held within a few ms of the guard
+# line, and with pause = false not held at all (it grows on into swap)
+for pause in false true; do
+    policy rx "pause = $pause"
+    sched_start --cell-parent-cgroup $P --policy /tmp/rx.toml --mem-arbitration || fail "scheduler did not start"
+    agentcg-replay react --parent "$(cg_path $P)" --via bpf --reps 1 --rate-mb-s 40 > /tmp/rx.out 2>&1
+    rx=$(sed -n 1p /tmp/rx.out); log "react, pause = $pause: $rx"
+    ms=$(echo "$rx" | sed -n 's/.*"reaction_ms":\([0-9.]*\).*/\1/p')
+    check "pause = $pause: the hog crossed the guard line" sh -c "echo '$rx' | grep -q '\"crossed\":true'"
+    if [ $pause = true ]; then
+        check "held: its allocations stopped within 20 ms of the crossing (${ms:-?} ms)" \
+            sh -c "echo '$rx' | grep -q '\"stopped\":true' && awk -v m='${ms:-999}' 'BEGIN { exit !(m <= 20) }'"
+    else
+        check "pause = false: it grew on for the whole window (${ms:-?} ms)" \
+            sh -c "echo '$rx' | grep -q '\"stopped\":false' && awk -v m='${ms:-0}' 'BEGIN { exit !(m >= 500) }'"
+    fi
+    sched_stop INT; check_eq "exit status" 0 "$SCHED_RC"
+done
 finish
