@@ -1478,18 +1478,24 @@ mod tests {
 
     #[test]
     fn spawned_loop_stops_and_thaws() {
+        // a session under heavy pressure is frozen by the loop's own ticks;
+        // stopping the loop thaws it
         let t = Tree::new();
-        t.cgroup("agentcg/s", 0.0, 0, "max");
+        t.cgroup("agentcg/s", 90.0, 400, "512");
         let e = Escalator::new(t.0.clone(), "agentcg", cfg()).unwrap();
         let stats = e.stats_handle();
         let stop = Arc::new(AtomicBool::new(false));
         let h = e.spawn(stop.clone()).unwrap();
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while stats.lock().unwrap().sessions.is_empty() && Instant::now() < deadline {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while t.file("agentcg/s", "cgroup.freeze") != "1" && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(20));
         }
+        assert_eq!(t.file("agentcg/s", "cgroup.freeze"), "1", "the loop never froze the session");
         stop.store(true, Ordering::Relaxed);
         h.join().unwrap();
-        assert_eq!(stats.lock().unwrap().sessions["s"], "running");
+        assert_eq!(t.file("agentcg/s", "cgroup.freeze"), "0", "not thawed on exit");
+        let c = stats.lock().unwrap().clone();
+        assert_eq!((c.frozen, c.thawed), (1, 1));
+        assert_eq!(c.sessions["s"], "running");
     }
 }

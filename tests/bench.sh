@@ -103,23 +103,30 @@ fi
     done
 } >> target/bench/latest.md
 fi
-# ---- the thrash victim, in one more boot with zram (BENCH_THRASH=0 skips)
+# ---- the thrash victim, in one more boot with zram (BENCH_THRASH=0 skips;
+# BENCH_THRASH_REPORT_ONLY=1 remakes its table from target/bench/thrash.log)
 if [ "${BENCH_THRASH:-1}" != 0 ]; then
+if [ "${BENCH_THRASH_REPORT_ONLY:-0}" = 0 ]; then
 tests/vm/run.sh --smp $SMP --mem 2G --timeout 900 --with-modules tests/vm/bench/thrash.sh \
     "${BENCH_THRASH_REPS:-3}" | tee target/bench/thrash.log
+fi
+reps=$(tr -d '\r' < target/bench/thrash.log | awk '$1 == "THRASH"' | wc -l)
 {
+    echo "# Thrash victim"
     echo
-    echo "### Thrash victim"
+    echo "Command: \`tests/bench.sh\` (this part alone: \`BENCH_MAIN=0 BENCH_ARMS=0 tests/bench.sh\`; $(date -u +%Y-%m-%d), scx_agentcg $(git rev-parse --short HEAD))."
     echo
     echo "A probe session's wake-up p99 (agentcg-load wakeup, 1 ms, 6 s) alone and beside a session thrashing"
     echo "under memory.high (48M for 192 MiB, 4 threads, 1 GiB zram), fair scheduler against scx_agentcg"
-    echo "(thrash penalties on), interleaved, ${BENCH_THRASH_REPS:-3} repetitions in one boot (2 GiB). The goal is"
-    echo "a ratio of at most 1.5 under scx_agentcg."
+    echo "(thrash penalties on), interleaved, $((reps / 2)) repetitions in one boot (qemu TCG, 4 vCPUs, 2 GiB,"
+    echo "kernel $KVER). The goal is a ratio of at most 1.5 under scx_agentcg."
     echo
     echo "| arm | rep | p99 alone (us) | p99 beside the thrashing session (us) | ratio |"
     echo "| --- | --- | --- | --- | --- |"
-    tr -d '\r' < target/bench/thrash.log | awk '$1 == "THRASH" { printf "| %s | %s | %s | %s | %.2f |\n", $2, $3, $4, $5, $4 > 0 ? $5 / $4 : 0 }'
-} >> target/bench/latest.md
+    tr -d '\r' < target/bench/thrash.log \
+        | awk '$1 == "THRASH" { printf "| %s | %s | %s | %s | %.2f |\n", $2, $3, $4, $5, ($4 > 0 ? $5 / $4 : 0) }'
+} > docs/experiments/thrash-victim.md
+{ echo; sed 's/^# /### /' docs/experiments/thrash-victim.md; } >> target/bench/latest.md
 fi
 echo
 cat target/bench/latest.md

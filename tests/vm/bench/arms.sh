@@ -23,6 +23,8 @@ cg_new q20 100 > /dev/null && cg_max q20 "20000 100000"
 session_setup || fail "session cgroups"
 
 res_as() { echo "ARM-RESULT $1 $REP $2 $3"; }
+# every case of a repetition, for an arm whose scheduler did not start
+CASES="flat flat_stressng nested hackbench hackbench_bpf_ms hackbench_bpf_pct cyclictest_p99_us cyclictest_p50_us cyclictest_wake_run_p99_us cpumax20 session_p99_us session_p50_us session_cpu_pct"
 # A sched_ext arm's result counts only if its scheduler is still the one
 # loaded when the case ends: after a scheduler exits, the kernel falls back
 # to CFS, and the case would measure CFS under the arm's name. Such a result
@@ -121,7 +123,7 @@ traced_cyclictest() {
 REP=1
 while [ $REP -le "$REPS" ]; do
     for ARM in $ARMS; do
-        arm_start $ARM || { res error start; continue; }
+        arm_start $ARM || { for c in $CASES; do res_as "$ARM" "$c" error; done; continue; }
         for c in f100 f200 f300; do spin_in $c 4 $((WIN + 60)); done
         sleep 2; s=$(cg_shares $WIN f100 f200 f300); drain_loads
         log "$ARM flat shares: $s"
@@ -224,9 +226,10 @@ while [ $REP -le "$REPS" ]; do
             session_bg_weight 100
         fi
         arm_stop $ARM
+        case " $RAN " in *" $ARM "*) ;; *) RAN="$RAN $ARM" ;; esac
         log "rep $REP $ARM done"
     done
     REP=$((REP + 1))
 done
-check "every arm ran" true
+check "every arm ran at least one repetition ($RAN of $ARMS)" test "$(echo $RAN | wc -w)" = "$(echo $ARMS | wc -w)"
 finish

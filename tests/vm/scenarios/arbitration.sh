@@ -11,8 +11,8 @@
 #   scheduler stays attached through a 32 s pause (sched_ext watchdog: 30 s);
 # - with zram swap a frozen session is pushed out with memory.reclaim, and
 #   not with reclaim = false;
-# - by the hog's own clock, its allocations stop within 20 ms of the guard
-#   line, and with pause = false they do not;
+# - by the hog's own clock, its allocations stop within 100 ms of the guard
+#   line (usually under 1 ms), and with pause = false they do not;
 # - nothing outside the managed tree is frozen, protected or re-scored;
 # - bad [memory] values and flag combinations are refused before attaching.
 . /lib/agentcg/lib.sh
@@ -72,7 +72,7 @@ hog() { agentcg-load memhog --cgroup "$1" --mb "$2" ${3:+--rate-mb-s $3} --durat
 # ---- bad input: refused before attaching
 policy bad1 "resume_pct = 85"
 policy bad2 "freeze_after_ms = 9000"
-for c in "--cell-parent-cgroup $P --mem-arbitration --policy /tmp/bad1.toml|bad1.toml:18: [memory]: resume_pct = 85 must be below guard_pct = 80" \
+for c in "--cell-parent-cgroup $P --mem-arbitration --policy /tmp/bad1.toml|bad1.toml:22: [memory]: resume_pct = 85 must be below guard_pct = 80" \
          "--cell-parent-cgroup $P --mem-arbitration --policy /tmp/bad2.toml|freeze_after_ms = 9000 must be below 5000" \
          "--mem-arbitration|--mem-arbitration needs --cell-parent-cgroup" \
          "--cell-parent-cgroup $P --mem-arbitration --mem-escalation|use one"; do
@@ -219,18 +219,21 @@ check_eq "on exit: the background hog's oom_score_adj is back" 0 "$(cat /proc/$b
 drain_loads
 
 # ---- the hog's own clock (agentcg-replay react: it stamps every 64 KiB and
-# reads the parent's memory.current): held within a few ms of the guard
+# reads the parent's memory.current): held within 100 ms of the guard
 # line, and with pause = false not held at all (it grows on into swap)
 for pause in false true; do
     policy rx "pause = $pause"
     sched_start --cell-parent-cgroup $P --policy /tmp/rx.toml --mem-arbitration || fail "scheduler did not start"
-    agentcg-replay react --parent "$(cg_path $P)" --via bpf --reps 1 --rate-mb-s 40 > /tmp/rx.out 2>&1
+    agentcg-replay react --parent "$(cg_path $P)" --via bpf --reps 1 --rate-mb-s 40 --guard-pct 80 > /tmp/rx.out 2>&1
     rx=$(sed -n 1p /tmp/rx.out); log "react, pause = $pause: $rx"
     ms=$(echo "$rx" | sed -n 's/.*"reaction_ms":\([0-9.]*\).*/\1/p')
     check "pause = $pause: the hog crossed the guard line" sh -c "echo '$rx' | grep -q '\"crossed\":true'"
     if [ $pause = true ]; then
-        check "held: its allocations stopped within 20 ms of the crossing (${ms:-?} ms)" \
-            sh -c "echo '$rx' | grep -q '\"stopped\":true' && awk -v m='${ms:-999}' 'BEGIN { exit !(m <= 20) }'"
+        # usually under 1 ms; tests/reaction.sh saw 3 of 10 at 35-49 ms
+        # (docs/experiments/reaction.md), so the bound here is 100 ms, still
+        # far from the off switch's >= 500 ms
+        check "held: its allocations stopped within 100 ms of the crossing (${ms:-?} ms)" \
+            sh -c "echo '$rx' | grep -q '\"stopped\":true' && awk -v m='${ms:-999}' 'BEGIN { exit !(m <= 100) }'"
     else
         check "pause = false: it grew on for the whole window (${ms:-?} ms)" \
             sh -c "echo '$rx' | grep -q '\"stopped\":false' && awk -v m='${ms:-0}' 'BEGIN { exit !(m >= 500) }'"

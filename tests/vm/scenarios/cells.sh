@@ -32,6 +32,7 @@ check "sA has a cell" test -n "$la"
 check "sB has a cell" test -n "$lb"
 sa=$(cg_cpus_seen $P/sA 3); sb=$(cg_cpus_seen $P/sB 3)
 log "seen: sA on [$sa], sB on [$sb]"
+check "sA's and sB's spinners were seen running" sh -c "[ -n '$sa' ] && [ -n '$sb' ]"
 check "sA's spinners stay on its cell ($sa in $la)" all_in_cpulist "$sa" "$la"
 check "sB's spinners stay on its cell ($sb in $lb)" all_in_cpulist "$sb" "$lb"
 for c in $sa; do
@@ -44,12 +45,15 @@ mkdir "$CG_ROOT/$P/sC"
 has_cell() {   # has_cell NAME: the running scheduler reports a cell for NAME
     stats_json /tmp/cc.json && [ -n "$(cell_field /tmp/cc.json "$1" cpus)" ]
 }
+no_cell() {   # no_cell NAME: the scheduler answers, and has no cell for NAME
+    stats_json /tmp/cc.json && grep -q '"cells":{' /tmp/cc.json && [ -z "$(cell_field /tmp/cc.json "$1" cpus)" ]
+}
 check "a new session gets a cell" wait_until 3 has_cell sC
 lat=$(sed -n 's/.*"cell_apply_latency_us":\([0-9]*\).*/\1/p' /tmp/cc.json)
 log "mkdir to cell applied: ${lat:-?} us (scheduler's measure); cells: $(grep -o '"cells":{.*}},"cgroups"' /tmp/cc.json | head -c 300)"
 check "the apply latency is recorded" test -n "$lat"
 rmdir "$CG_ROOT/$P/sC"
-check "a removed session's cell is freed" wait_until 3 eval "! has_cell sC"
+check "a removed session's cell is freed" wait_until 3 no_cell sC
 
 # --- cpuset honoured
 cg_new $P/sD 100 > /dev/null && echo 3 > "$CG_ROOT/$P/sD/cpuset.cpus" || failed "cpuset setup"

@@ -78,6 +78,8 @@ up=$(( $(sess_field /tmp/a1.json $P/act idle_to_active) - $(sess_field /tmp/a0.j
 down=$(( $(sess_field /tmp/a1.json $P/act active_to_idle) - $(sess_field /tmp/a0.json $P/act active_to_idle) ))
 cyc=$(sed -n 's/.* cycles=\([0-9]*\).*/\1/p' /tmp/burst.out)
 log "activity: $cyc burst cycles; idle->active $up, active->idle $down"
+# 200 ms on, 300 ms off for 10 s: 20 cycles; 0 transitions must not pass as "within 20 % of 0"
+check "activity: the bursts ran (${cyc:-0} cycles >= 15)" test "${cyc:-0}" -ge 15
 check "activity: idle->active transitions match the bursts ($up vs ${cyc:-0} +- 20 %)" within "$up" "${cyc:-0}" 20
 check "activity: active->idle transitions match the bursts ($down vs ${cyc:-0} +- 20 %)" within "$down" "${cyc:-0}" 20
 

@@ -70,6 +70,8 @@ probe() {
 cp /tmp/boost.toml /tmp/on.toml
 kill -HUP "$SCHED_PID"
 check "SIGHUP reloads the policy" wait_until 5 grep -q "policy /tmp/boost.toml reloaded" "$SCHED_LOG"
+stats_json /tmp/p0.json
+boosts() { grep -o '"boosts":[0-9]*' "$1" | head -n1 | cut -d: -f2; }   # the first: the scheduler's total
 sum_on=0; sum_off=0; p99_on=""; p99_off=""
 for round in 1 2; do
     cp /tmp/on.toml /tmp/boost.toml; kill -HUP "$SCHED_PID"; sleep 0.5
@@ -80,10 +82,13 @@ for round in 1 2; do
     sum_off=$(calc "$sum_off + $(kv p50_us "$l")"); p99_off="$p99_off $(kv p99_us "$l")"
 done
 log "p50 sums: boost $sum_on us, no boost $sum_off us; p99: boost$p99_on, no boost$p99_off"
-check "boost lowers the interactive wakeup latency (p50 over 2 rounds: $sum_on < $sum_off us)" \
-    fle "$sum_on" "$(calc "$sum_off * 0.95")"
+# the effect is about 4x in this VM: a broken boost cannot pass at half
+check "boost lowers the interactive wakeup latency (p50 over 2 rounds: $sum_on <= 50 % of $sum_off us)" \
+    fle "$sum_on" "$(calc "$sum_off * 0.5")"
 stats_json /tmp/p2.json
-check "boosts are counted" grep -q '"boosts":[0-9]' /tmp/p2.json
+nb=$(( $(boosts /tmp/p2.json) - $(boosts /tmp/p0.json) ))
+# 2 boost-on rounds of 5 s with a wake-up every 2 ms: about 5000 wake-ups
+check "boosts are counted: $nb over the rounds (>= 1000)" test "$nb" -ge 1000
 
 # a task pinned to one CPU of its cell is boosted too: straight onto its
 # own CPU (before, pinned tasks went to the per-CPU queue unboosted)

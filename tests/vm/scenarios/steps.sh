@@ -53,6 +53,7 @@ spin_in $P/s1/bg 4 30
 sleep 1
 bgs=$(cg_cpus_seen $P/s1/bg 3); nbg=$(echo $bgs | wc -w)
 log "seen: bg on [$bgs]"
+check "bg spinners were seen running" test -n "$bgs"
 check "bg spinners stay in the cell ($bgs in $cell)" all_in_cpulist "$bgs" "$cell"
 check_le "bg spinners use at most its 25 % ($nbg CPUs)" "$nbg" "$(calc "int(($ncell * 25 + 99) / 100)")"
 
@@ -65,6 +66,7 @@ log "build1: $(step_field /tmp/s1.json s1/build1 reservation), chat now $(step_f
 check_eq "the exclusive step's reservation is granted" "granted 1" "$(step_field /tmp/s1.json s1/build1 reservation)"
 bus=$(cg_cpus_seen $P/s1/build1 2); chs2=$(cg_cpus_seen $P/s1/chat 2)
 log "seen: build1 on [$bus], chat on [$chs2]"
+check "build1 and chat were seen running" sh -c "[ -n '$bus' ] && [ -n '$chs2' ]"
 for c in $bus; do
     check "build1's CPU $c is not used by chat" ! in_cpulist "$c" "$(echo $chs2 | tr ' ' ',')"
 done

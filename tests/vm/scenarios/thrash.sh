@@ -38,16 +38,23 @@ round() {
 
 ons="" offs=""
 for r in 1 2; do
-    v=$(round on $r); log "round $r, penalty on: probe p99 ${v:-?} us"; ons="$ons ${v:-0}"
+    v=$(round on $r); log "round $r, penalty on: probe p99 ${v:-?} us"
+    check "round $r, penalty on: the probe reported its p99" test -n "$v"
+    ons="$ons ${v:-999999}"   # a missing value must not help the comparison below
     check "round $r: the memory-pressure hooks are in use" grep -q "memory pressure: PSI memory stalls" "$SCHED_LOG"
     s=$(mem_field /tmp/thr_on_$r.json $P/hog peak_score)
     e=$(mem_field /tmp/thr_on_$r.json $P/hog penalty_entries)
     log "round $r: hog thrash score ${s:-none}, penalty entries ${e:-0}"
     check "round $r: the hog's peak thrash score rose above the threshold (${s:-0} >= 200)" fge "${s:-0}" 200
     check "round $r: the penalty engaged (${e:-0} entries)" fge "${e:-0}" 1
-    check "round $r: the probe's session is not penalised" \
-        test -z "$(mem_field /tmp/thr_on_$r.json $P/probe penalty_entries | grep -v '^0$')"
-    v=$(round off $r); log "round $r, --no-thrash-penalty: probe p99 ${v:-?} us"; offs="$offs ${v:-0}"
+    # the memory stats list the cgroups that saw memory pressure: the hog
+    # must be there (the reply is real), the probe absent or at 0
+    pe=$(mem_field /tmp/thr_on_$r.json $P/probe penalty_entries)
+    check "round $r: the probe's session is not penalised (hog listed: ${e:-no}, probe: ${pe:-not listed})" \
+        sh -c "[ -n '$e' ] && [ '${pe:-0}' = 0 ]"
+    v=$(round off $r); log "round $r, --no-thrash-penalty: probe p99 ${v:-?} us"
+    check "round $r, --no-thrash-penalty: the probe reported its p99" test -n "$v"
+    offs="$offs ${v:-0}"
     s=$(mem_field /tmp/thr_off_$r.json $P/hog peak_score)
     e=$(mem_field /tmp/thr_off_$r.json $P/hog penalty_entries)
     check "round $r: --no-thrash-penalty still scores (${s:-0} >= 200) but never penalises (${e:-0})" \
