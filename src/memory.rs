@@ -21,7 +21,8 @@
 //!   the way cpu.max throttling does, so it stops allocating within a tick.
 //!   A hold that lasts `freeze_after_ms` becomes a `cgroup.freeze` (and,
 //!   with swap, a `memory.reclaim` of the frozen session, so the others can
-//!   use the room). Below `resume_pct` holds are released and frozen
+//!   use the room: only what brings the shared limit to [`reclaim_line_pct`],
+//!   one session at a time). Below `resume_pct` holds are released and frozen
 //!   sessions thawed, oldest first, one per `pause_gap_ms`.
 //! - **The last resort.** At `kill_pct` with every pausable session
 //!   paused (and, with swap, after `kill_after_ms` there), or when every
@@ -156,8 +157,21 @@ pub fn protection(usage: u64, budget: u64, headroom_pct: u32, min_pct: u32) -> (
     let want = usage.saturating_mul(100 + headroom_pct as u64) / 100;
     let want = want.div_ceil(PROTECT_STEP).saturating_mul(PROTECT_STEP);
     let low = want.min(budget);
-    let min = (low.saturating_mul(min_pct as u64) / 100) & !4095;
-    (low, min)
+    (low, protection_min(low, min_pct))
+}
+
+/// What to write for a session protected with @old_low now that
+/// [`protection`] asks for @want_low: memory.low moves only in steps
+/// ([`protection_moved`]); memory.min always follows the memory.low kept,
+/// so it stays @min_pct of it (a step of low can be less than a step of min).
+pub fn protection_update(old_low: u64, want_low: u64, min_pct: u32) -> (u64, u64) {
+    let low = if protection_moved(old_low, want_low) { want_low } else { old_low };
+    (low, protection_min(low, min_pct))
+}
+
+/// memory.min for a memory.low of @low: @min_pct of it, in whole pages.
+pub fn protection_min(low: u64, min_pct: u32) -> u64 {
+    (low.saturating_mul(min_pct as u64) / 100) & !4095
 }
 
 /// Whether a protection value @old is worth rewriting as @new.
@@ -213,6 +227,35 @@ pub fn fill_permille(levels: &[(u64, Option<u64>)]) -> u32 {
         .filter_map(|(u, l)| l.filter(|l| *l > 0).map(|l| (u.saturating_mul(1000) / l).min(u32::MAX as u64) as u32))
         .max()
         .unwrap_or(0)
+}
+
+/// One `memory.reclaim` write asks for at most this much: between two
+/// writes the reclaimer looks again at what is still needed.
+pub const RECLAIM_STEP: u64 = 16 << 20;
+
+/// The fill (percent of the limit) a reclaim of frozen sessions aims at:
+/// the resume line less the band between it and the guard line, so that
+/// the session thawed next has that band to grow in before the guard
+/// pauses anything again.
+pub fn reclaim_line_pct(cfg: &MemoryConfig) -> u32 {
+    cfg.resume_pct.saturating_sub(cfg.guard_pct.saturating_sub(cfg.resume_pct))
+}
+
+/// The next `memory.reclaim` request for a frozen session using
+/// @session_usage bytes, with (usage, limit) of each level of the shared
+/// path in @levels (None: "max"): what brings the fullest level down to
+/// [`reclaim_line_pct`], at most [`RECLAIM_STEP`] and at most what the
+/// session has. 0: nothing more is needed. Pushing out only what the
+/// others need costs less CPU (with zram every page is compressed) and the
+/// session less to fault back in than pushing out all of it.
+pub fn reclaim_step(cfg: &MemoryConfig, levels: &[(u64, Option<u64>)], session_usage: u64) -> u64 {
+    let line = reclaim_line_pct(cfg) as u64;
+    let need = levels
+        .iter()
+        .filter_map(|(u, l)| l.filter(|l| *l > 0).map(|l| u.saturating_sub(l / 100 * line)))
+        .max()
+        .unwrap_or(0);
+    need.min(RECLAIM_STEP).min(session_usage)
 }
 
 /// The timing of one BPF hold (ktime ns): the guard line crossed at
@@ -393,6 +436,20 @@ mod tests {
     }
 
     #[test]
+    fn memory_min_follows_the_memory_low_kept() {
+        let mib = 1u64 << 20;
+        // low steps from 48 to 52 MiB: min goes to 26 with it, although
+        // 24 -> 26 alone is less than a step (the arbitration scenario
+        // read low 52, min 24 before this)
+        assert_eq!(protection_update(48 * mib, 52 * mib, 50), (52 * mib, 26 * mib));
+        // less than a step: both stay
+        assert_eq!(protection_update(48 * mib, 50 * mib, 50), (48 * mib, 24 * mib));
+        // withdrawn and granted
+        assert_eq!(protection_update(48 * mib, 0, 50), (0, 0));
+        assert_eq!(protection_update(0, 8 * mib, 50), (8 * mib, 4 * mib));
+    }
+
+    #[test]
     fn protection_follows_usage_within_the_budget() {
         let mb = 1u64 << 20;
         // 40 MiB used, 25 % headroom: 50 MiB, rounded up to 52 (4 MiB steps)
@@ -439,6 +496,29 @@ mod tests {
     fn fill_is_the_tightest_level() {
         assert_eq!(fill_permille(&[(500, Some(1000)), (900, None), (300, Some(400))]), 750);
         assert_eq!(fill_permille(&[(500, None)]), 0);
+    }
+
+    #[test]
+    fn reclaim_asks_only_for_what_brings_the_path_to_the_line() {
+        let cfg = MemoryConfig::default(); // guard 90, resume 80: line 70
+        assert_eq!(reclaim_line_pct(&cfg), 70);
+        let mib = 1u64 << 20;
+        let lim = 1000 * mib;
+        // 80 MiB above the line: five steps of 16 MiB
+        assert_eq!(reclaim_step(&cfg, &[(780 * mib, Some(lim))], 300 * mib), RECLAIM_STEP);
+        assert_eq!(reclaim_step(&cfg, &[(705 * mib, Some(lim))], 300 * mib), 5 * mib);
+        // at or below the line: nothing
+        assert_eq!(reclaim_step(&cfg, &[(700 * mib, Some(lim))], 300 * mib), 0);
+        assert_eq!(reclaim_step(&cfg, &[(10 * mib, Some(lim))], 300 * mib), 0);
+        // never more than the session has
+        assert_eq!(reclaim_step(&cfg, &[(900 * mib, Some(lim))], 3 * mib), 3 * mib);
+        // the fullest level counts; "max" levels do not
+        let levels = [(650 * mib, Some(lim)), (702 * mib, Some(lim)), (5000 * mib, None)];
+        assert_eq!(reclaim_step(&cfg, &levels, 300 * mib), 2 * mib);
+        assert_eq!(reclaim_step(&cfg, &[(5000 * mib, None)], 300 * mib), 0);
+        // a narrow band: line = resume - (guard - resume)
+        let narrow = MemoryConfig { guard_pct: 95, resume_pct: 90, ..cfg };
+        assert_eq!(reclaim_line_pct(&narrow), 85);
     }
 
     #[test]

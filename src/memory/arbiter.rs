@@ -6,13 +6,13 @@
 //! children (checked on canonical paths), or to `/proc/PID/oom_score_adj`
 //! of a task listed in a session's cgroups.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::fs::File;
 use std::io::Write;
 use std::os::fd::AsRawFd;
 use std::path::{Component, Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -20,7 +20,8 @@ use anyhow::{bail, Context, Result};
 use libbpf_rs::{MapCore, MapFlags, MapHandle};
 use log::{info, warn};
 
-use super::{decide, fill_permille, hold_timing, oom_score_adj, pause_order, protection, protection_moved, session_budget};
+use super::{decide, fill_permille, hold_timing, oom_score_adj, pause_order, protection, protection_update, session_budget};
+use super::{reclaim_line_pct, reclaim_step, RECLAIM_STEP};
 use super::{Act, DecideState, MemoryConfig, SessionView};
 use crate::bpf_intf;
 use crate::policy::{Policy, StepClass};
@@ -99,8 +100,8 @@ pub struct Arbiter {
     order: Vec<String>,
     dstate: DecideState,
     stats: Arc<Mutex<ArbitrationStats>>,
-    /// sessions whose memory.reclaim is still being written
-    reclaiming: Arc<Mutex<BTreeSet<String>>>,
+    /// reclaims of frozen sessions, for the reclaim thread
+    reclaims: Reclaims,
     swap: bool,
     parent_low: u64,
     parent_min: u64,
@@ -121,6 +122,141 @@ fn read(dir: &Path, file: &str) -> Option<String> {
 /// A memory.* value in bytes, None for "max".
 fn bytes_of(t: &str) -> Option<u64> {
     t.trim().parse().ok()
+}
+
+/// (memory.current, memory.max) of @parent and each of its ancestors below
+/// @root; None for "max".
+fn path_levels(root: &Path, parent: &Path) -> Vec<(u64, Option<u64>)> {
+    let mut levels = Vec::new();
+    let mut d = parent.to_path_buf();
+    while d.starts_with(root) && d != root {
+        if let (Some(u), Some(m)) = (read(&d, "memory.current"), read(&d, "memory.max")) {
+            if let Some(u) = bytes_of(&u) {
+                levels.push((u, bytes_of(&m)));
+            }
+        }
+        if !d.pop() {
+            break;
+        }
+    }
+    levels
+}
+
+/// Reclaims of frozen sessions, shared between the loop and the reclaim
+/// thread.
+#[derive(Default)]
+struct ReclaimQueue {
+    /// first frozen, first reclaimed
+    pending: VecDeque<String>,
+    /// queued or being reclaimed: the loop makes no "stuck" kill meanwhile
+    busy: BTreeSet<String>,
+    /// thawed or killed after they were queued: stop there
+    cancelled: BTreeSet<String>,
+}
+
+type Reclaims = Arc<(Mutex<ReclaimQueue>, Condvar)>;
+
+/// The reclaim thread: one session at a time, [`RECLAIM_STEP`] per write
+/// (a write returns when the kernel is done, which may take seconds), each
+/// asking only for what still brings the shared limit down to
+/// [`reclaim_line_pct`]. It runs at nice 19: pushing a paused session out
+/// is background work, and the sessions still running come first.
+struct Reclaimer {
+    root: PathBuf,
+    parent: PathBuf,
+    parent_rel: String,
+    cfg: MemoryConfig,
+    stats: Arc<Mutex<ArbitrationStats>>,
+    q: Reclaims,
+}
+
+impl Reclaimer {
+    fn run(self, stop: Arc<AtomicBool>) {
+        // SAFETY: setpriority on the calling thread (tid) has no memory effects
+        unsafe { libc::setpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t, 19) };
+        let (lock, cv) = &*self.q;
+        while !stop.load(Ordering::Relaxed) {
+            let next = {
+                let Ok(mut q) = lock.lock() else { return };
+                if q.pending.is_empty() {
+                    let _ = cv.wait_timeout(q, Duration::from_millis(100));
+                    continue;
+                }
+                q.pending.pop_front()
+            };
+            let Some(name) = next else { continue };
+            self.reclaim_one(&name, &stop);
+            if let Ok(mut q) = lock.lock() {
+                q.busy.remove(&name);
+                q.cancelled.remove(&name);
+            }
+        }
+    }
+
+    fn cancelled(&self, name: &str) -> bool {
+        self.q.0.lock().map_or(true, |q| q.cancelled.contains(name))
+    }
+
+    fn reclaim_one(&self, name: &str, stop: &AtomicBool) {
+        // the target is checked like every other write
+        let (Ok(root), Ok(parent)) = (self.root.canonicalize(), self.parent.canonicalize()) else { return };
+        if !single(name) || parent == root || !parent.starts_with(&root) {
+            return;
+        }
+        let Ok(dir) = parent.join(name).canonicalize() else { return };
+        if dir.parent() != Some(parent.as_path()) {
+            return;
+        }
+        let usage = || read(&dir, "memory.current").and_then(|t| bytes_of(&t)).unwrap_or(0);
+        let before = usage();
+        let (mut steps, mut why) = (0u32, "");
+        loop {
+            if stop.load(Ordering::Relaxed) || self.cancelled(name) {
+                why = " (stopped: the session was resumed or killed)";
+                break;
+            }
+            let step = reclaim_step(&self.cfg, &path_levels(&root, &parent), usage());
+            if step == 0 {
+                break;
+            }
+            let res = std::fs::OpenOptions::new()
+                .write(true)
+                .open(dir.join("memory.reclaim"))
+                .and_then(|mut f| f.write_all(step.to_string().as_bytes()));
+            steps += 1;
+            match res {
+                Ok(()) => {}
+                Err(e) if e.raw_os_error() == Some(libc::EAGAIN) => {
+                    why = " (the kernel found no more to push out)";
+                    break;
+                }
+                Err(e) => {
+                    warn!("mem-arbitration: session {}/{name}: memory.reclaim: {e}", self.parent_rel);
+                    why = " (memory.reclaim failed)";
+                    break;
+                }
+            }
+        }
+        if steps == 0 {
+            return; // the others had room already
+        }
+        let after = usage();
+        let freed = before.saturating_sub(after);
+        info!(
+            "mem-arbitration: session {}/{name}: memory.reclaim pushed out {} MiB ({} -> {} MiB, {steps} writes of at most {} MiB, \
+             towards {} % of the shared limit){why}",
+            self.parent_rel,
+            freed >> 20,
+            before >> 20,
+            after >> 20,
+            RECLAIM_STEP >> 20,
+            reclaim_line_pct(&self.cfg),
+        );
+        if let Ok(mut st) = self.stats.lock() {
+            st.reclaims += 1;
+            st.reclaimed_bytes += freed;
+        }
+    }
 }
 
 /// Is there swap space with room left (/proc/meminfo SwapFree)?
@@ -161,7 +297,7 @@ impl Arbiter {
             order: Vec::new(),
             dstate: DecideState::default(),
             stats: Arc::new(Mutex::new(ArbitrationStats::default())),
-            reclaiming: Arc::new(Mutex::new(BTreeSet::new())),
+            reclaims: Arc::default(),
             swap: false,
             parent_low: 0,
             parent_min: 0,
@@ -344,19 +480,7 @@ impl Arbiter {
     /// The fill of the managed parent's path (its memory.max and each
     /// ancestor's), permille.
     fn fill(&self) -> u32 {
-        let mut levels = Vec::new();
-        let mut d = self.parent.clone();
-        while d.starts_with(&self.root) && d != self.root {
-            if let (Some(u), Some(m)) = (read(&d, "memory.current"), read(&d, "memory.max")) {
-                if let Some(u) = bytes_of(&u) {
-                    levels.push((u, bytes_of(&m)));
-                }
-            }
-            if !d.pop() {
-                break;
-            }
-        }
-        fill_permille(&levels)
+        fill_permille(&path_levels(&self.root, &self.parent))
     }
 
     /// The shared limit: the smallest memory.max on the parent's path, else RAM.
@@ -397,6 +521,10 @@ impl Arbiter {
 
     fn act(&mut self, a: Act, now: u64) {
         let rel = |n: &str| format!("{}/{n}", self.parent_rel);
+        if let Act::Thaw(n) | Act::Kill(n, _) = &a {
+            // a session that runs again, or dies, is not pushed out further
+            self.cancel_reclaim(n);
+        }
         match a {
             Act::Freeze(n) => match self.write(Some(&n), "cgroup.freeze", "1") {
                 Ok(()) => {
@@ -448,56 +576,28 @@ impl Arbiter {
         }
     }
 
-    /// memory.reclaim of a frozen session, in a thread of its own (the
-    /// write returns when the kernel is done, which may take seconds).
+    /// Queue a frozen session for the reclaim thread (once).
     fn reclaim(&mut self, name: &str) {
-        if !self.sessions.contains_key(name) {
+        if !self.sessions.contains_key(name) || !single(name) {
             return;
         }
-        let Some(cur) = read(&self.parent.join(name), "memory.current").and_then(|t| bytes_of(&t)) else { return };
-        if cur == 0 {
-            return;
-        }
-        // the write is checked like every other one, then run off the loop
-        let Ok(parent) = self.canonical_parent() else { return };
-        let target = parent.join(name).join("memory.reclaim");
-        if !single(name) || target.parent().and_then(|d| d.parent()) != Some(parent.as_path()) {
-            return;
-        }
-        let stats = self.stats.clone();
-        let (dir, rel) = (parent.join(name), format!("{}/{name}", self.parent_rel));
-        let busy = self.reclaiming.clone();
-        let key = name.to_string();
-        if let Ok(mut b) = busy.lock() {
-            if !b.insert(key.clone()) {
-                return; // one reclaim per session at a time
+        let (lock, cv) = &*self.reclaims;
+        if let Ok(mut q) = lock.lock() {
+            q.cancelled.remove(name);
+            if q.busy.insert(name.to_string()) {
+                q.pending.push_back(name.to_string());
+                cv.notify_one();
             }
         }
-        std::thread::spawn(move || {
-            let res = std::fs::OpenOptions::new()
-                .write(true)
-                .open(&target)
-                .and_then(|mut f| f.write_all(cur.to_string().as_bytes()));
-            let after = read(&dir, "memory.current").and_then(|t| bytes_of(&t)).unwrap_or(cur);
-            let freed = cur.saturating_sub(after);
-            info!(
-                "mem-arbitration: session {rel}: memory.reclaim pushed out {} MiB ({} -> {} MiB){}",
-                freed >> 20,
-                cur >> 20,
-                after >> 20,
-                match &res {
-                    Ok(()) => String::new(),
-                    Err(e) => format!(" (the kernel stopped early: {e})"),
-                }
-            );
-            if let Ok(mut st) = stats.lock() {
-                st.reclaims += 1;
-                st.reclaimed_bytes += freed;
+    }
+
+    /// @name was thawed or killed: a reclaim of it stops.
+    fn cancel_reclaim(&self, name: &str) {
+        if let Ok(mut q) = self.reclaims.0.lock() {
+            if q.busy.contains(name) {
+                q.cancelled.insert(name.to_string());
             }
-            if let Ok(mut b) = busy.lock() {
-                b.remove(&key);
-            }
-        });
+        }
     }
 
     /// memory.low / memory.min of interactive sessions, and their sum on
@@ -513,7 +613,7 @@ impl Arbiter {
         let names: Vec<String> = self.sessions.keys().cloned().collect();
         let (mut sum_low, mut sum_min) = (0u64, 0u64);
         for n in names {
-            let (low, min) = if interactive.contains(&n) {
+            let (low, _) = if interactive.contains(&n) {
                 let per = self.budget_of(&n).unwrap_or(0);
                 let budget = session_budget(total, per, interactive.len());
                 let usage = read(&self.parent.join(&n), "memory.current").and_then(|t| bytes_of(&t)).unwrap_or(0);
@@ -523,10 +623,9 @@ impl Arbiter {
             };
             let Some(s) = self.sessions.get(&n) else { continue };
             let (old_low, old_min) = (s.low, s.min);
-            let (low, min) = (
-                if protection_moved(old_low, low) { low } else { old_low },
-                if protection_moved(old_min, min) { min } else { old_min },
-            );
+            // memory.low moves in steps; memory.min always follows it (a
+            // step of low could be less than a step of min)
+            let (low, min) = protection_update(old_low, low, self.cfg.protect_min_pct);
             // the parent's sum grows before a child's value, shrinks after
             if low != old_low || min != old_min {
                 let mut ok = true;
@@ -681,7 +780,7 @@ impl Arbiter {
             self.set_mode(n, mode);
         }
         let fill = self.fill();
-        let reclaiming = self.reclaiming.lock().map(|b| b.clone()).unwrap_or_default();
+        let reclaiming = self.reclaims.0.lock().map(|q| q.busy.clone()).unwrap_or_default();
         let views: Vec<SessionView> = self
             .sessions
             .iter()
@@ -774,6 +873,21 @@ impl Arbiter {
 
     /// Run the loop on a thread until @stop; then [`Self::release_all`].
     pub fn spawn(mut self, stop: Arc<AtomicBool>) -> Result<JoinHandle<()>> {
+        if self.cfg.pause && self.cfg.reclaim {
+            let r = Reclaimer {
+                root: self.root.clone(),
+                parent: self.parent.clone(),
+                parent_rel: self.parent_rel.clone(),
+                cfg: self.cfg.clone(),
+                stats: self.stats.clone(),
+                q: self.reclaims.clone(),
+            };
+            let stop = stop.clone();
+            std::thread::Builder::new()
+                .name("mem-reclaim".into())
+                .spawn(move || r.run(stop))
+                .context("starting the memory reclaim thread")?;
+        }
         std::thread::Builder::new()
             .name("mem-arbitration".into())
             .spawn(move || {
