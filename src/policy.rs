@@ -27,7 +27,7 @@
 //! [thrash]                  # thrash score (permille) of the CPU penalty
 //! enter_permille = 200      # penalised from this score on, 1 to 1000 (200)
 //! exit_permille = 50        # until it falls to this, 1 to enter - 1 (50)
-//! cpus_pct = 50             # penalised tasks run on this % of their CPUs, 1 to 100 (50)
+//! cpus_pct = 25             # penalised tasks run on this % of their CPUs, 1 to 100 (25)
 //!
 //! [escalation]              # --mem-escalation; pct: full avg10 of memory.pressure
 //! throttle_full_pct = 10.0  # above: throttled (10)
@@ -1281,7 +1281,7 @@ session = "batch_*"
         assert_eq!(p.thrash, ThrashParams { enter_permille: 300, ..ThrashParams::default() });
         assert_eq!(
             a.thrash_params(&p.thrash),
-            ThrashParams { enter_permille: 300, exit_permille: 50, weight_pct: 10, slice_pct: 100, cpus_pct: 50 }
+            ThrashParams { enter_permille: 300, exit_permille: 50, weight_pct: 10, slice_pct: 100, cpus_pct: 25 }
         );
         assert_eq!(
             p.escalation,

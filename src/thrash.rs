@@ -54,7 +54,7 @@ impl Default for ThrashParams {
             exit_permille: 50,
             weight_pct: 25,
             slice_pct: 50,
-            cpus_pct: 50,
+            cpus_pct: 25,
         }
     }
 }
@@ -352,11 +352,14 @@ mod tests {
     #[test]
     fn penalty_cpu_cap() {
         let p = ThrashParams::default();
-        assert_eq!(penalty_cpus(4, &p), 2);
+        assert_eq!(penalty_cpus(8, &p), 2);
+        assert_eq!(penalty_cpus(4, &p), 1);
         assert_eq!(penalty_cpus(3, &p), 1);
         assert_eq!(penalty_cpus(1, &p), 1);
         assert_eq!(penalty_cpus(0, &p), 0);
-        assert_eq!(penalty_cpu_set(&[0, 1, 2, 3], &p), vec![2, 3]);
+        assert_eq!(penalty_cpu_set(&[0, 1, 2, 3], &p), vec![3]);
+        let half = ThrashParams { cpus_pct: 50, ..p };
+        assert_eq!(penalty_cpu_set(&[0, 1, 2, 3], &half), vec![2, 3]);
         assert_eq!(penalty_cpu_set(&[5, 1, 9], &p), vec![9]);
         assert_eq!(penalty_cpu_set(&[], &p), Vec::<u32>::new());
         let all = ThrashParams { cpus_pct: 100, ..p };

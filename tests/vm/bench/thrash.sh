@@ -17,7 +17,7 @@ cg_new $P/probe 100 > /dev/null || fail "probe session"
 
 probe() { agentcg-load wakeup --cgroup $P/probe --interval-us 1000 --duration 6 | sed -n 's/.* p99_us=\([0-9]*\).*/\1/p'; }
 
-rep=1
+rep=1 measured=0
 while [ "$rep" -le "$REPS" ]; do
     for arm in cfs agentcg; do
         if [ $arm = agentcg ]; then sched_start > /dev/null || fail "scheduler did not start"; fi
@@ -28,8 +28,9 @@ while [ "$rep" -le "$REPS" ]; do
         wait $hog
         if [ $arm = agentcg ]; then sched_alive || fail "the scheduler died"; sched_stop INT > /dev/null; fi
         echo "THRASH $arm $rep ${alone:-0} ${with:-0}"
+        [ -n "$alone" ] && [ -n "$with" ] && measured=$((measured + 1))
     done
     rep=$((rep + 1))
 done
-check "the thrash-victim case ran" true
+check "every arm measured both p99s in every repetition ($measured of $((REPS * 2)))" test "$measured" -eq $((REPS * 2))
 finish

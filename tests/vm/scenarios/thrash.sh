@@ -4,8 +4,8 @@
 # rising thrash score and the penalty engages (stats), and only there;
 # --no-thrash-penalty scores but never penalises. The p99 wakeup latency of
 # a probe in another session is measured with and without the penalty,
-# rounds alternated: with the penalty (the hog then runs on half of the
-# CPUs) it must be lower.
+# rounds alternated: with the penalty (the hog then runs on one of the 4
+# CPUs) it must be at most half.
 . /lib/agentcg/lib.sh
 . /lib/agentcg/measure.sh
 
@@ -60,16 +60,18 @@ for r in 1 2; do
     check "round $r: --no-thrash-penalty still scores (${s:-0} >= 200) but never penalises (${e:-0})" \
         sh -c "[ ${s:-0} -ge 200 ] && [ ${e:-0} -eq 0 ]"
 done
-# The penalty keeps the hog on cpus_pct (50 %) of the CPUs, so the probe
-# wakes on a free one; without it the hog's threads hold every CPU deep in
-# reclaim, where they are not preempted at once, and the probe waits
-# (p99 about 7 vs 13 ms in this VM). Compared on the mean of the rounds'
-# p99, with 15 % of margin for the noise of one TCG run.
+# The penalty keeps the hog on cpus_pct (25 %: one) of the CPUs, so the
+# probe wakes on a free one and, in this VM, on a vCPU the 2 host cores
+# still back; without it the hog's threads hold every CPU deep in reclaim,
+# where they are not preempted at once, and the probe waits (p99 about
+# 0.7 vs 10 ms in a diagnostic run; with the old cap of 50 %, 4 ms).
+# Compared on the mean of the rounds' p99: a cap that leaves the hog on
+# more CPUs than it should fails.
 on_mean=$(echo $ons | awk '{ for (i = 1; i <= NF; i++) s += $i; print s / NF }')
 off_mean=$(echo $offs | awk '{ for (i = 1; i <= NF; i++) s += $i; print s / NF }')
 log "probe p99 (us): penalty on$ons (mean $on_mean); --no-thrash-penalty$offs (mean $off_mean)"
-check_le "the penalty lowers the probe's p99 wakeup latency (mean $on_mean us <= 85 % of $off_mean us)" \
-    "$on_mean" "$(calc "$off_mean * 0.85")"
+check_le "the penalty lowers the probe's p99 wakeup latency (mean $on_mean us <= 50 % of $off_mean us)" \
+    "$on_mean" "$(calc "$off_mean * 0.5")"
 check "the penalised hog ran capped to its CPUs (thrash_capped > 0)" \
     sh -c "grep -q '\"thrash_capped\":[1-9]' /tmp/thr_on_1.json && grep -q '\"thrash_capped\":[1-9]' /tmp/thr_on_2.json"
 check "no sched_ext errors in dmesg" ! dmesg_sched_errors
