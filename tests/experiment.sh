@@ -17,6 +17,8 @@
 #     memory peak) or start (the first EXP_MAXDUR seconds)
 #   EXP_NAME=... names the configuration (default HIGHTASK+LOWTASK-noswap|zram)
 #   EXP_REPORT_ONLY=1 rebuilds the report from the last run of that name
+#   EXP_MEMTRACE=1 adds the guest's EXP-MEM lines (memory of the parent and
+#     each session every 200 ms) to vm.log, for reading a run's course
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -44,7 +46,7 @@ if [ "${EXP_REPORT_ONLY:-0}" = 0 ]; then
     for t in "$HIGH" "$LOW"; do files="$files $TRACES/$t:/traces/$t"; done
     mods=""; [ "$SWAP" = 1 ] && mods=--with-modules
     VM_EXTRA_FILES="$files" tests/vm/run.sh --smp 4 --mem 2G --timeout 3000 $mods tests/vm/bench/experiment.sh \
-        "$REPS" "$SPEED" "$MAXDUR" "$TOTAL" "$LOWN" "$HIGH" "$LOW" "$ARMS" "$SWAP" "$WINDOW" | tee "$out/vm.log"
+        "$REPS" "$SPEED" "$MAXDUR" "$TOTAL" "$LOWN" "$HIGH" "$LOW" "$ARMS" "$SWAP" "$WINDOW" "${EXP_MEMTRACE:-0}" | tee "$out/vm.log"
     { git rev-parse --short HEAD; git diff --quiet HEAD -- src tools tests || echo "+uncommitted"; } 2>/dev/null \
         | paste -sd' ' - > "$out/commit"
 fi

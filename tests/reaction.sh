@@ -20,6 +20,7 @@ mkdir -p "$out" docs/experiments
 tests/vm/run.sh --smp 4 --mem 2G --timeout 1500 --with-modules tests/vm/bench/reaction.sh \
     "$REPS" "$RATE" "$LIMIT" | tee "$out/vm.log"
 sed -n 's/^REACT //p' "$out/vm.log" | tr -d '\r' > "$out/reps.jsonl"
+sed -n 's/^REACT-SCHED //p' "$out/vm.log" | tr -d '\r' > "$out/sched.jsonl"
 [ -s "$out/reps.jsonl" ] || { echo "reaction: no results; see $out/vm.log" >&2; exit 1; }
 {
     echo "# Reaction time: stopping a session at its parent's guard line"
@@ -32,6 +33,6 @@ sed -n 's/^REACT //p' "$out/vm.log" | tr -d '\r' > "$out/reps.jsonl"
     echo "the session's last chunk; overshoot: what it allocated past the line; fire: when a userspace"
     echo "watcher saw its signal, from the crossing (\`agentcg-replay react\`, see its module comment)."
     echo
-    target/release/agentcg-replay react-table "$out/reps.jsonl"
+    target/release/agentcg-replay react-table "$out/reps.jsonl" --sched "$out/sched.jsonl"
 } > docs/experiments/reaction.md
 cat docs/experiments/reaction.md

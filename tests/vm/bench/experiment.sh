@@ -22,13 +22,17 @@
 # WINDOW=peak (the default) replays the MAX_DURATION window that holds each
 # trace's memory peak (agentcg-replay --window-at-peak), start its first part.
 #
-# Arguments: REPS SPEED MAX_DURATION TOTAL_MB LOW_N HIGH_TRACE LOW_TRACE [ARMS] [SWAP] [WINDOW]
+# MEMTRACE=1 also prints, every 200 ms of each run, "EXP-MEM ARM REP MS
+# PARENT_MIB SESSION=MIB[:f if frozen]... max=N" (the parent's memory.events
+# max count), for reading a run's course; the report does not use them.
+#
+# Arguments: REPS SPEED MAX_DURATION TOTAL_MB LOW_N HIGH_TRACE LOW_TRACE [ARMS] [SWAP] [WINDOW] [MEMTRACE]
 . /lib/agentcg/lib.sh
 . /lib/agentcg/measure.sh   # stats_json
 
 REPS=${1:-5} SPEED=${2:-4} MAXDUR=${3:-20} TOTAL=${4:-800} LOWN=${5:-2}
 HIGH_TRACE=${6:?high trace} LOW_TRACE=${7:?low trace}
-ARMS=${8:-NoLimit Static HighOnly AgentCG-CPU AgentCG} SWAP=${9:-0} WINDOW=${10:-peak}
+ARMS=${8:-NoLimit Static HighOnly AgentCG-CPU AgentCG} SWAP=${9:-0} WINDOW=${10:-peak} MEMTRACE=${11:-0}
 P=agentcg
 N=$((LOWN + 1))
 LIMIT=$(awk -v d="$MAXDUR" 'BEGIN { printf "%d", d * 4 + 10 }')   # s before a run is stopped
@@ -91,6 +95,22 @@ watcher() {
     done
 }
 
+# memtrace ARM REP: the EXP-MEM lines, until killed
+memtrace() {
+    t0=$(cut -d' ' -f1 /proc/uptime | tr -d .)
+    while :; do
+        line="EXP-MEM $1 $2 $((($(cut -d' ' -f1 /proc/uptime | tr -d .) - t0) * 10)) $(($(cat "$CG_ROOT/$P/memory.current") >> 20))"
+        for s in $sessions; do
+            f=$CG_ROOT/$P/$s
+            fz=""; grep -q "^frozen 1" "$f/cgroup.events" 2>/dev/null && fz=":f"
+            line="$line $s=$(($(cat "$f/memory.current" 2>/dev/null || echo 0) >> 20))$fz"
+        done
+        echo "$line max=$(awk '$1 == "max" { print $2 }' "$CG_ROOT/$P/memory.events")"
+        sleep 0.2
+    done
+}
+
+records=0
 reset_sessions() {
     for s in $sessions; do
         f=$CG_ROOT/$P/$s
@@ -116,6 +136,7 @@ run_arm() {   # run_arm ARM REP
     esac
     for s in $sessions; do eval "oom0_$s=$(oom_kills $s); ev0_$s=\"$(events $s)\""; done
     pev0=$(events .)
+    mt=""; [ "$MEMTRACE" = 1 ] && { memtrace "$arm" "$rep" & mt=$!; }
     pids=""
     for s in $sessions; do
         t=$LOW_TRACE; [ "$s" = high ] && t=$HIGH_TRACE
@@ -136,6 +157,7 @@ run_arm() {   # run_arm ARM REP
     done
     kill $dog 2> /dev/null
     [ -n "$wpid" ] && kill "$wpid" 2>/dev/null
+    [ -n "$mt" ] && kill "$mt" 2>/dev/null
     case $arm in AgentCG*)
         stats_json /tmp/exp_stats.json
         echo "EXP-SCHED {\"arm\":\"$arm\",\"rep\":$rep,\"reply\":$(tr -d '\n' < /tmp/exp_stats.json)}"
@@ -163,6 +185,7 @@ run_arm() {   # run_arm ARM REP
             echo "EXP-RECORD {\"arm\":\"$arm\",\"role\":\"$role\",\"session\":\"$s\",\"rep\":$rep,\"oom_kills\":$kills,\"events\":$ev,\"exit\":$rc,\"killed_by\":\"$how\",\"oom_killed\":true}"
         fi
         rm -f "/tmp/r_$s.json"
+        records=$((records + 1))
     done
     log "rep $rep $arm done"
 }
@@ -182,8 +205,12 @@ for rep in 1 2 3; do
         s=high t=$HIGH_TRACE; [ $role = LOW ] && s=low1 t=$LOW_TRACE
         agentcg-replay run --trace "/traces/$t" --speed "$SPEED" --max-duration "$MAXDUR" $WINDOW_ARG \
             --step-parent "$P/$s" --json /tmp/solo.json > /dev/null 2>&1 \
-            && echo "EXP-RECORD {\"arm\":\"Solo\",\"role\":\"$role\",\"session\":\"$s\",\"rep\":$rep,\"oom_kills\":0,\"exit\":0,$(sed 's/^{//' /tmp/solo.json)"
+            && echo "EXP-RECORD {\"arm\":\"Solo\",\"role\":\"$role\",\"session\":\"$s\",\"rep\":$rep,\"oom_kills\":0,\"exit\":0,$(sed 's/^{//' /tmp/solo.json)" \
+            && solos=$((${solos:-0} + 1))
     done
 done
-check "the experiment ran" true
+narms=$(echo $ARMS | wc -w)
+check "every arm and repetition gave a record per session ($records of $((REPS * narms * N)))" \
+    test "$records" -eq $((REPS * narms * N))
+check "every solo baseline completed (${solos:-0} of 6)" test "${solos:-0}" -eq 6
 finish

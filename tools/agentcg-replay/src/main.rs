@@ -2,6 +2,7 @@
 //! agentcg-replay: replay recorded AI-agent resource traces (memory, CPU,
 //! tool-call steps) and plot experiment results. See README.md.
 
+mod anon;
 mod plot;
 mod react;
 mod replay;
@@ -79,37 +80,15 @@ enum Cmd {
     /// Measure how fast a session growing past its parent's guard line is
     /// stopped: by scx_agentcg (bpf) or a userspace watcher (poll, events,
     /// psi, avg10). Prints one JSON line per repetition and a summary.
-    React {
-        /// Parent cgroup directory with a memory.max; hog<N> sessions are
-        /// created under it.
-        #[arg(long)]
-        parent: PathBuf,
-        #[arg(long, value_enum)]
-        via: react::Via,
-        /// A label copied into each result (e.g. what else runs).
-        #[arg(long, default_value = "")]
-        label: String,
-        #[arg(long, default_value_t = 5)]
-        reps: u32,
-        /// The guard line, percent of the parent's memory.max.
-        #[arg(long, default_value_t = 90)]
-        guard_pct: u32,
-        /// The hog's growth, MiB per second.
-        #[arg(long, default_value_t = 40.0)]
-        rate_mb_s: f64,
-        /// Period of the poll watcher.
-        #[arg(long, default_value_t = 1)]
-        poll_ms: u64,
-        /// How long the hog is watched after the crossing.
-        #[arg(long, default_value_t = 1000)]
-        window_ms: u64,
-        /// Wait after creating a session before it starts (the scheduler
-        /// picks it up).
-        #[arg(long, default_value_t = 500)]
-        settle_ms: u64,
-    },
+    React(react::ReactOpts),
     /// The markdown table of `react` repetitions (JSON lines).
-    ReactTable { reps: PathBuf },
+    ReactTable {
+        reps: PathBuf,
+        /// The scheduler's counters after each bpf repetition (REACT-SCHED
+        /// lines: {"load", "rep", "arb"}), tabled next to the hog's figure.
+        #[arg(long, value_name = "FILE")]
+        sched: Option<PathBuf>,
+    },
     /// The experiment's markdown report: goals, completion against solo,
     /// memory.events, latency, windows and scheduler counters.
     Report {
@@ -208,28 +187,8 @@ fn main() -> ExitCode {
         }
         Cmd::Info { trace } => info(&trace),
         Cmd::Plot { out, font, results } => plot::plot(&out, &results, &font),
-        Cmd::React {
-            parent,
-            via,
-            label,
-            reps,
-            guard_pct,
-            rate_mb_s,
-            poll_ms,
-            window_ms,
-            settle_ms,
-        } => react::react(&react::ReactOpts {
-            parent,
-            label,
-            via,
-            reps,
-            guard_pct,
-            rate_mb_s,
-            poll_ms,
-            window_ms,
-            settle_ms,
-        }),
-        Cmd::ReactTable { reps } => react::react_table(&reps),
+        Cmd::React(opts) => react::react(&opts),
+        Cmd::ReactTable { reps, sched } => react::react_table(&reps, sched.as_deref()),
         Cmd::Report {
             results,
             sched,

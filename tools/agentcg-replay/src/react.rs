@@ -35,6 +35,7 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
+use crate::anon;
 use crate::stats;
 
 const CHUNK: usize = 64 << 10;
@@ -57,17 +58,35 @@ pub enum Via {
     Avg10,
 }
 
-#[derive(Debug, Clone)]
+/// `agentcg-replay react`: one way of stopping a growing session, measured.
+#[derive(Debug, Clone, clap::Args)]
 pub struct ReactOpts {
+    /// Parent cgroup directory with a memory.max; hog<N> sessions are
+    /// created under it.
+    #[arg(long)]
     pub parent: PathBuf,
-    /// copied into each repetition (what else ran meanwhile)
+    /// A label copied into each result (e.g. what else runs).
+    #[arg(long, default_value = "")]
     pub label: String,
+    #[arg(long, value_enum)]
     pub via: Via,
+    #[arg(long, default_value_t = 5)]
     pub reps: u32,
+    /// The guard line, percent of the parent's memory.max.
+    #[arg(long, default_value_t = 90)]
     pub guard_pct: u32,
+    /// The hog's growth, MiB per second.
+    #[arg(long, default_value_t = 40.0)]
     pub rate_mb_s: f64,
+    /// Period of the poll watcher.
+    #[arg(long, default_value_t = 1)]
     pub poll_ms: u64,
+    /// How long the hog is watched after the crossing.
+    #[arg(long, default_value_t = 1000)]
     pub window_ms: u64,
+    /// Wait after creating a session before it starts (the scheduler
+    /// picks it up).
+    #[arg(long, default_value_t = 500)]
     pub settle_ms: u64,
 }
 
@@ -123,14 +142,6 @@ pub fn summarize(via: Via, reps: &[Rep]) -> Summary {
     }
 }
 
-fn range(v: &[f64], digits: usize) -> String {
-    let s = stats::sorted(v);
-    match (stats::quantile_sorted(&s, 0.5), s.first(), s.last()) {
-        (Some(m), Some(lo), Some(hi)) => format!("{m:.digits$} [{lo:.digits$}-{hi:.digits$}]"),
-        _ => "-".into(),
-    }
-}
-
 /// The markdown table of `react-table`: one row per way, in a fixed order.
 pub fn table(reps: &[Rep]) -> String {
     let mut s = String::from(
@@ -164,12 +175,12 @@ pub fn table(reps: &[Rep]) -> String {
             },
             of.iter().filter(|r| r.stopped).count(),
             of.len(),
-            range(&pick(|r| r.reaction_ms), 1),
-            range(&pick(|r| r.crossed.then_some(r.overshoot_mb)), 1),
+            stats::median_range(&pick(|r| r.reaction_ms), 1),
+            stats::median_range(&pick(|r| r.crossed.then_some(r.overshoot_mb)), 1),
             if via == Via::Bpf {
                 "-".to_string()
             } else {
-                format!("{} ({fired}/{} fired)", range(&pick(|r| r.fire_ms), 1), of.len())
+                format!("{} ({fired}/{} fired)", stats::median_range(&pick(|r| r.fire_ms), 1), of.len())
             }
         ));
     }
@@ -182,17 +193,61 @@ pub fn table(reps: &[Rep]) -> String {
 }
 
 /// `react-table`: the table from repetition lines (JSON).
-pub fn react_table(path: &Path) -> Result<(), String> {
+/// The scheduler's own view of one `bpf` repetition (a REACT-SCHED line of
+/// tests/vm/bench/reaction.sh): its `mem_arbitration` counters.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+pub struct SchedView {
+    pub load: String,
+    pub rep: u32,
+    pub arb: std::collections::BTreeMap<String, serde_json::Value>,
+}
+
+/// Next to each `bpf` repetition, what the scheduler measured itself: the
+/// guard's crossing to the held session's last growth, and the hold to it
+/// (the BPF timer's 1 ms polls), so that a slow repetition shows whether
+/// the guard saw the line late or the hold did not stop the session.
+pub fn sched_table(reps: &[Rep], views: &[SchedView]) -> String {
+    let mut s = String::from(
+        "| load | rep | the hog's reaction (ms) | holds | scheduler: guard crossing to last growth (us) | scheduler: hold to last growth (us) |\n\
+         | --- | --- | --- | --- | --- | --- |\n",
+    );
+    let num = |v: &SchedView, k: &str| v.arb.get(k).and_then(|x| x.as_f64()).map_or("-".to_string(), |x| format!("{x:.0}"));
+    for v in views {
+        let hog = reps
+            .iter()
+            .find(|r| r.via == Via::Bpf && r.label == v.load && r.rep == v.rep)
+            .and_then(|r| r.reaction_ms)
+            .map_or("-".to_string(), |x| format!("{x:.1}"));
+        s += &format!(
+            "| {} | {} | {hog} | {} | {} | {} |\n",
+            v.load,
+            v.rep,
+            num(v, "holds"),
+            num(v, "reaction_us_max"),
+            num(v, "stop_us_max")
+        );
+    }
+    s
+}
+
+fn json_lines<T: serde::de::DeserializeOwned>(path: &Path) -> Result<Vec<T>, String> {
     let text = fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    let reps: Vec<Rep> = text
-        .lines()
-        .filter(|l| !l.trim().is_empty())
-        .filter_map(|l| serde_json::from_str(l).ok())
-        .collect();
+    Ok(text.lines().filter(|l| !l.trim().is_empty()).filter_map(|l| serde_json::from_str(l).ok()).collect())
+}
+
+pub fn react_table(path: &Path, sched: Option<&Path>) -> Result<(), String> {
+    let reps: Vec<Rep> = json_lines(path)?;
     if reps.is_empty() {
         return Err(format!("{}: no repetitions", path.display()));
     }
     print!("{}", table(&reps));
+    if let Some(p) = sched {
+        let views: Vec<SchedView> = json_lines(p)?;
+        println!();
+        println!("The scheduler's own view of the `bpf` repetitions (its stats after each):");
+        println!();
+        print!("{}", sched_table(&reps, &views));
+    }
     Ok(())
 }
 
@@ -233,20 +288,8 @@ struct Stamps {
 impl Stamps {
     fn new(slots: usize) -> Result<Stamps, String> {
         let len = (slots + HDR) * 8;
-        // SAFETY: a fresh shared anonymous mapping, unmapped in Drop.
-        let p = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                len,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_SHARED | libc::MAP_ANONYMOUS,
-                -1,
-                0,
-            )
-        };
-        if p == libc::MAP_FAILED {
-            return Err(format!("mmap of {len} bytes failed"));
-        }
+        // shared with the hog child; unmapped in Drop
+        let p = anon::map(len, true).map_err(|e| format!("mmap of {len} bytes failed: {e}"))?;
         Ok(Stamps { ptr: p as *mut AtomicU64, slots })
     }
     fn at(&self, i: usize) -> &AtomicU64 {
@@ -280,8 +323,8 @@ impl Stamps {
 
 impl Drop for Stamps {
     fn drop(&mut self) {
-        // SAFETY: the mapping made in new().
-        unsafe { libc::munmap(self.ptr as *mut libc::c_void, (self.slots + HDR) * 8) };
+        // SAFETY: the mapping made in new(), with its length.
+        unsafe { anon::unmap(self.ptr as *mut u8, (self.slots + HDR) * 8) };
     }
 }
 
@@ -304,20 +347,11 @@ fn hog(cg: &Path, current: &fs::File, guard: u64, go: i32, stamps: &Stamps, chun
     // SAFETY: a valid fd and buffer.
     unsafe { libc::read(go, b.as_mut_ptr() as *mut libc::c_void, 1) };
     let len = chunks * CHUNK;
-    // SAFETY: a private anonymous mapping that lives as long as the child.
-    let mem = unsafe {
-        libc::mmap(
-            std::ptr::null_mut(),
-            len,
-            libc::PROT_READ | libc::PROT_WRITE,
-            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
-            -1,
-            0,
-        )
-    } as *mut u8;
-    if mem as *mut libc::c_void == libc::MAP_FAILED {
-        unsafe { libc::_exit(4) };
-    }
+    // private to the child, which lives as long as it
+    let Ok(mem) = anon::map(len, false) else {
+        // SAFETY: leaving the child at once.
+        unsafe { libc::_exit(4) }
+    };
     let per_chunk = Duration::from_secs_f64(CHUNK as f64 / (rate_mb_s * (1 << 20) as f64));
     let mut buf = [0u8; 32];
     let near = guard / 100 * NEAR_PCT;
@@ -625,5 +659,33 @@ mod tests {
         assert_eq!(s.reaction_ms_max, Some(30.0));
         assert_eq!(s.fire_ms_median, Some(2.0));
         assert_eq!(s.overshoot_mb_median, Some(0.4));
+    }
+
+    #[test]
+    fn the_schedulers_view_sits_next_to_the_hogs_figure() {
+        let bpf = Rep {
+            via: Via::Bpf,
+            label: "busy".into(),
+            rep: 2,
+            base_mb: 1.0,
+            guard_mb: 230.0,
+            crossed: true,
+            fired: false,
+            fire_ms: None,
+            reaction_ms: Some(41.5),
+            overshoot_mb: 2.0,
+            stopped: true,
+        };
+        let views: Vec<SchedView> = [
+            r#"{"load":"busy","rep":2,"arb":{"holds":1,"reaction_us_max":40100,"stop_us_max":300}}"#,
+            r#"{"load":"idle","rep":2,"arb":{}}"#,
+        ]
+        .iter()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+        let t = sched_table(&[bpf], &views);
+        assert!(t.contains("| busy | 2 | 41.5 | 1 | 40100 | 300 |"), "{t}");
+        // no bpf repetition and no counters for it: dashes, not zeros
+        assert!(t.contains("| idle | 2 | - | - | - | - |"), "{t}");
     }
 }

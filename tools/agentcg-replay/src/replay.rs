@@ -21,6 +21,7 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
+use crate::anon;
 use crate::stats;
 use crate::steps::Steps;
 use crate::trace::{self, StepEvent, StepKind, Trace};
@@ -164,29 +165,17 @@ impl Memory {
     fn grow(&mut self) -> bool {
         let len = self.chunk_len;
         let t0 = Instant::now();
-        // SAFETY: anonymous private mapping, no address hint; checked below.
-        let p = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                len,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
-                -1,
-                0,
-            )
-        };
-        if p == libc::MAP_FAILED {
-            self.failures += 1;
-            if !self.warned {
-                eprintln!(
-                    "agentcg-replay: warning: mmap of {len} bytes failed: {}",
-                    std::io::Error::last_os_error()
-                );
-                self.warned = true;
+        let base = match anon::map(len, false) {
+            Ok(p) => p,
+            Err(e) => {
+                self.failures += 1;
+                if !self.warned {
+                    eprintln!("agentcg-replay: warning: mmap of {len} bytes failed: {e}");
+                    self.warned = true;
+                }
+                return false;
             }
-            return false;
-        }
-        let base = p as *mut u8;
+        };
         let mut off = 0;
         while off < len {
             // SAFETY: off < len, inside the mapping just created.
@@ -203,7 +192,7 @@ impl Memory {
         if let Some(c) = self.chunks.pop() {
             // SAFETY: the chunk was mapped by grow() with this length and is
             // no longer referenced.
-            unsafe { libc::munmap(c.ptr as *mut libc::c_void, c.len) };
+            unsafe { anon::unmap(c.ptr, c.len) };
         }
     }
 

@@ -185,17 +185,6 @@ pub fn ratios(recs: &[Record], arm: &str, role: &str) -> Vec<f64> {
         .collect()
 }
 
-fn fmt_range(v: &[f64], digits: usize) -> String {
-    let s = stats::sorted(v);
-    match (median(&s), s.first(), s.last()) {
-        (Some(m), Some(lo), Some(hi)) if s.len() > 1 => {
-            format!("{m:.digits$} [{lo:.digits$}-{hi:.digits$}]")
-        }
-        (Some(m), _, _) => format!("{m:.digits$}"),
-        _ => "-".into(),
-    }
-}
-
 /// How the runs of a role in an arm ended.
 #[derive(Debug, Default, PartialEq)]
 pub struct Outcome {
@@ -274,9 +263,9 @@ fn completion_table(recs: &[Record]) -> String {
             s,
             "| {a} | {} | {} | {} | {} | {} |",
             fmt_outcome(&outcome(recs, a, "HIGH")),
-            fmt_range(&ratios(recs, a, "HIGH"), 2),
+            stats::median_range(&ratios(recs, a, "HIGH"), 2),
             fmt_outcome(&outcome(recs, a, "LOW")),
-            fmt_range(&ratios(recs, a, "LOW"), 2),
+            stats::median_range(&ratios(recs, a, "LOW"), 2),
             kernel_oom_kills(recs, a)
         );
     }
@@ -316,10 +305,10 @@ fn pressure_table(recs: &[Record]) -> String {
     for a in arms(recs) {
         let lat = |f: fn(&Record) -> Option<f64>| {
             let v: Vec<f64> = of(recs, a, "HIGH").filter(|r| r.completed()).filter_map(f).collect();
-            fmt_range(&v, 0)
+            stats::median_range(&v, 0)
         };
-        let ev = |f: fn(&Events) -> u64| fmt_range(&events_per_rep(recs, a, f), 0);
-        let pev = |f: fn(&Events) -> u64| fmt_range(&parent_events(recs, a, f), 0);
+        let ev = |f: fn(&Events) -> u64| stats::median_range(&events_per_rep(recs, a, f), 0);
+        let pev = |f: fn(&Events) -> u64| stats::median_range(&parent_events(recs, a, f), 0);
         let all: f64 = recs.iter().filter(|r| r.arm == a).filter_map(|r| r.cpu_s).sum();
         let high: f64 = of(recs, a, "HIGH").filter_map(|r| r.cpu_s).sum();
         let share = if all > 0.0 {
@@ -454,13 +443,15 @@ pub fn goals(recs: &[Record], sched: &[Sched], setup: Setup) -> Vec<Goal> {
         measured: format!(
             "{} completed, x solo {}",
             fmt_outcome(&high),
-            fmt_range(&hx, 2)
+            stats::median_range(&hx, 2)
         ),
         met: high.completed == high.runs && hmax.is_some_and(|m| m <= HIGH_GOAL_X),
     });
     let ooms = kernel_oom_kills(recs, a);
     if setup.swap {
-        let kills = ooms + (low.arbitration_killed + low.other_killed + high.runs - high.completed) as u64;
+        // kills only: a run that timed out did not complete but was not killed
+        let killed = |o: &Outcome| (o.arbitration_killed + o.other_killed) as u64;
+        let kills = ooms + killed(&low) + killed(&high);
         g.push(Goal {
             goal: "every session completes in every repetition, 0 kills of any kind".into(),
             measured: format!(
@@ -473,7 +464,7 @@ pub fn goals(recs: &[Record], sched: &[Sched], setup: Setup) -> Vec<Goal> {
         let lx = ratios(recs, a, "LOW");
         g.push(Goal {
             goal: format!("LOW <= {LOW_GOAL_X:.1}x solo"),
-            measured: format!("x solo {} ({} completed)", fmt_range(&lx, 2), low.completed),
+            measured: format!("x solo {} ({} completed)", stats::median_range(&lx, 2), low.completed),
             met: low.completed == low.runs && max_of(&lx).is_some_and(|m| m <= LOW_GOAL_X),
         });
     } else {
@@ -513,7 +504,7 @@ pub fn goals(recs: &[Record], sched: &[Sched], setup: Setup) -> Vec<Goal> {
                 "in-kernel reaction <= {:.0} ms (guard crossing to the held session's last growth)",
                 REACTION_GOAL_US / 1000.0
             ),
-            measured: format!("per-run maximum {} us", fmt_range(&react, 0)),
+            measured: format!("per-run maximum {} us", stats::median_range(&react, 0)),
             met: max_of(&react).is_some_and(|m| m <= REACTION_GOAL_US),
         });
     }

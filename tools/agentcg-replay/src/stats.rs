@@ -79,3 +79,14 @@ mod tests {
         );
     }
 }
+
+/// "median [min-max]" of the data with @digits decimals: the median alone
+/// for a single value, "-" for none.
+pub fn median_range(data: &[f64], digits: usize) -> String {
+    let s = sorted(data);
+    match (quantile_sorted(&s, 0.5), s.first(), s.last()) {
+        (Some(m), Some(lo), Some(hi)) if s.len() > 1 => format!("{m:.digits$} [{lo:.digits$}-{hi:.digits$}]"),
+        (Some(m), _, _) => format!("{m:.digits$}"),
+        _ => "-".into(),
+    }
+}
