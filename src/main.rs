@@ -153,6 +153,12 @@ pub struct Opts {
     #[clap(long)]
     pub no_thrash_penalty: bool,
 
+    /// Memory-stall hooks of the thrash score: "auto" (PSI brackets where
+    /// the kernel has them, else the direct-reclaim tracepoints) or
+    /// "reclaim" (the tracepoints only). For tests of the fallback.
+    #[clap(long, value_enum, default_value = "auto", hide = true)]
+    pub thrash_hooks: thrash::ThrashHooks,
+
     /// The memcg BPF ops (an unmerged kernel interface): "auto" loads them
     /// where the running kernel has struct memcg_bpf_ops, "on" fails where
     /// it does not, "off" never loads them.
@@ -404,15 +410,15 @@ impl<'a> Scheduler<'a> {
             None => None,
         };
 
-        let has_memcg_ops = match memcg_ops::probe_memcg_ops() {
-            Ok(p) => p.present,
+        let memcg_probe = match memcg_ops::probe_memcg_ops() {
+            Ok(p) => p,
             Err(e) => {
                 warn!("memcg_ops: cannot read the kernel's BTF ({e:#}); taking it as unsupported");
-                false
+                memcg_ops::MemcgOpsProbe { present: false, usable: false, reason: format!("the kernel's BTF could not be read ({e:#})") }
             }
         };
         let want_memcg_ops =
-            memcg_ops::decide(opts.memcg_ops, has_memcg_ops).map_err(|e| anyhow::anyhow!(e))?;
+            memcg_ops::decide(opts.memcg_ops, &memcg_probe).map_err(|e| anyhow::anyhow!(e))?;
         let escalator = if opts.mem_escalation {
             let parent = opts.cell_parent_cgroup.as_deref().unwrap_or_default();
             let cgroot = std::path::Path::new(CGROUP2_ROOT);
@@ -462,7 +468,7 @@ impl<'a> Scheduler<'a> {
             ),
         }
 
-        let hooks = thrash_hooks(&mut skel);
+        let hooks = thrash_hooks(&mut skel, opts.thrash_hooks);
         info!(
             "memory pressure: {}; thrash penalty {}",
             hooks,
@@ -507,15 +513,28 @@ impl<'a> Scheduler<'a> {
         let (memcg_ops_link, memcg_ops_state) = if want_memcg_ops {
             let target = std::path::Path::new(CGROUP2_ROOT)
                 .join(opts.cell_parent_cgroup.as_deref().unwrap_or("").trim_matches('/'));
-            let link = memcg_ops::load(&skel, &policy, &target)?;
-            info!("memcg_ops: loaded (struct memcg_bpf_ops)");
-            (Some(link), "loaded".to_string())
+            match memcg_ops::load(&skel, &policy, &target) {
+                Ok(link) => {
+                    info!("memcg_ops: loaded (struct memcg_bpf_ops)");
+                    (Some(link), "loaded".to_string())
+                }
+                // under auto an interface that will not load is not ours to
+                // insist on: the scheduler runs without it
+                Err(e) if opts.memcg_ops == memcg_ops::MemcgOpsMode::Auto => {
+                    warn!(
+                        "memcg_ops: not loaded, running without them ({e:#}); mainline memory handling only \
+                         (--memcg-ops on makes this an error, off skips the attempt)"
+                    );
+                    (None, "failed".to_string())
+                }
+                Err(e) => return Err(e.context("--memcg-ops on")),
+            }
         } else {
             match opts.memcg_ops {
                 memcg_ops::MemcgOpsMode::Off => info!("memcg_ops: off (--memcg-ops off)"),
                 _ => info!(
-                    "memcg_ops: unsupported, this kernel has no struct memcg_bpf_ops (an unmerged interface); \
-                     mainline memory handling only"
+                    "memcg_ops: unsupported: {} (an unmerged interface); mainline memory handling only",
+                    memcg_probe.reason
                 ),
             }
             (
@@ -689,10 +708,24 @@ impl<'a> Scheduler<'a> {
                     let guard = data.mem_cfg.guard_cgid;
                     write_mem_cfg(&mut data.mem_cfg, &p.memory, guard);
                 }
+                let fixed = self.policy.thrash.changes(&p.thrash);
+                // what BPF runs with: the [thrash] of the load
+                let loaded_thrash = self.policy.thrash;
                 self.policy = p;
+                self.policy.thrash = loaded_thrash;
+                if let Some(m) = self.memcg_ops_link.as_mut() {
+                    m.set_curves(&self.policy);
+                }
                 match self.write_profiles() {
                     Ok(()) => info!("policy {} reloaded ({} profiles)", path.display(), self.policy.profiles.len()),
                     Err(e) => warn!("policy reload: {e:#}"),
+                }
+                if !fixed.is_empty() {
+                    warn!(
+                        "policy reload: [thrash] changed ({}), but it is fixed when the scheduler loads: it stays as it \
+                         was until scx_agentcg restarts; the rest of the policy is applied",
+                        fixed.join(", ")
+                    );
                 }
                 self.apply_cells(true);
             }
@@ -785,8 +818,9 @@ impl<'a> Scheduler<'a> {
     }
 
     /// With the memcg BPF ops loaded: every step's class and protection
-    /// budget in the shared mem_pressure map (the thrash score fields there
-    /// are the scheduler's and are kept).
+    /// budget in the step_mems map, each value written whole (BPF never
+    /// writes that map, so nothing of BPF's is lost); steps no longer in
+    /// the plan are dropped from it.
     fn write_step_memory(&mut self) {
         let (Some(m), Some(_)) = (&self.cells, &self.memcg_ops_link) else {
             return;
@@ -803,22 +837,24 @@ impl<'a> Scheduler<'a> {
         let n_interactive = steps.iter().filter(|s| s.1 == policy::StepClass::Interactive.code()).count();
         // protection for all interactive steps together: a quarter of memory
         let total = memory_total_bytes() / 4;
-        let map = &self.skel.maps.mem_pressure;
+        let map = &self.skel.maps.step_mems;
+        let live: std::collections::BTreeSet<u64> = steps.iter().map(|s| s.0).collect();
+        for key in map.keys() {
+            if key.len() == 8 && !live.contains(&u64::from_ne_bytes(key[..8].try_into().unwrap())) {
+                let _ = map.delete(&key);
+            }
+        }
         for (cgid, class, protect) in steps {
             let key = cgid.to_ne_bytes();
-            // SAFETY: mem_pressure values are plain integers; zero is valid.
-            let mut v: bpf_intf::mem_pressure = match map.lookup(&key, MapFlags::ANY) {
-                Ok(Some(b)) if b.len() >= std::mem::size_of::<bpf_intf::mem_pressure>() => unsafe {
-                    std::ptr::read_unaligned(b.as_ptr() as *const bpf_intf::mem_pressure)
+            let v = bpf_intf::step_mem {
+                class,
+                pad: 0,
+                protect_bytes: match (class == policy::StepClass::Interactive.code(), protect) {
+                    (true, Some(per)) => memcg_ops::protect_budget(total, per, n_interactive as u32),
+                    _ => 0,
                 },
-                _ => unsafe { std::mem::zeroed() },
             };
-            v.class = class;
-            v.protect_bytes = match (class == policy::StepClass::Interactive.code(), protect) {
-                (true, Some(per)) => memcg_ops::protect_budget(total, per, n_interactive as u32),
-                _ => 0,
-            };
-            // SAFETY: as above; the slice covers exactly the value.
+            // SAFETY: step_mem is plain integers; the slice covers exactly the value.
             let bytes = unsafe {
                 std::slice::from_raw_parts(&v as *const _ as *const u8, std::mem::size_of_val(&v))
             };
@@ -1162,7 +1198,7 @@ fn memcg_selftest(open_object: &mut MaybeUninit<OpenObject>) -> Result<usize> {
     let nr_cpus = libbpf_rs::num_possible_cpus().context("counting possible CPUs")?;
     let skel_builder = BpfSkelBuilder::default();
     let mut skel = scx_ops_open!(skel_builder, open_object, agentcg_ops, None::<libbpf_rs::libbpf_sys::bpf_object_open_opts>)?;
-    thrash_hooks(&mut skel);
+    thrash_hooks(&mut skel, thrash::ThrashHooks::Auto);
     skel.maps.rodata_data.as_mut().unwrap().nr_cpus = nr_cpus as u32;
     let skel = scx_ops_load!(skel, agentcg_ops, uei)?;
     memcg_ops::selftest(&skel)
@@ -1207,18 +1243,21 @@ fn mem_signal() -> String {
 }
 
 /// Turn off the memory-pressure hooks this kernel lacks; say what is used.
-fn thrash_hooks(skel: &mut bpf_skel::OpenBpfSkel) -> String {
+fn thrash_hooks(skel: &mut bpf_skel::OpenBpfSkel, mode: thrash::ThrashHooks) -> String {
     let has = |name: &str| compat::ksym_exists(name).unwrap_or(false);
     let mut used = Vec::new();
     let mut missing = Vec::new();
-    if has("psi_memstall_enter") && has("psi_memstall_leave") {
+    let psi = has("psi_memstall_enter") && has("psi_memstall_leave");
+    if psi && mode == thrash::ThrashHooks::Auto {
         used.push("PSI memory stalls (fentry psi_memstall_enter/leave: reclaim, memory.high throttling, refaults)");
         skel.progs.agentcg_reclaim_begin.set_autoload(false);
         skel.progs.agentcg_reclaim_end.set_autoload(false);
     } else {
         skel.progs.agentcg_memstall_enter.set_autoload(false);
         skel.progs.agentcg_memstall_leave.set_autoload(false);
-        missing.push("psi_memstall_enter/leave");
+        if !psi {
+            missing.push("psi_memstall_enter/leave");
+        }
         if has("btf_trace_mm_vmscan_direct_reclaim_begin") && has("btf_trace_mm_vmscan_direct_reclaim_end") {
             used.push("direct reclaim (tracepoints mm_vmscan_direct_reclaim_*)");
         } else {
@@ -1234,6 +1273,9 @@ fn thrash_hooks(skel: &mut bpf_skel::OpenBpfSkel) -> String {
     };
     if !missing.is_empty() {
         s += &format!(" (this kernel lacks {}: not used)", missing.join(", "));
+    }
+    if psi && mode == thrash::ThrashHooks::Reclaim {
+        s += " (--thrash-hooks reclaim: the PSI brackets are not used)";
     }
     s
 }

@@ -210,10 +210,25 @@ pub fn selftest_expected() -> Vec<u32> {
 /// The name of the struct the memcg BPF ops patch set adds.
 pub const MEMCG_OPS_STRUCT: &str = "memcg_bpf_ops";
 
+/// The hooks src/bpf/memcg_ops.bpf.c fills in (the v6 interface), which
+/// the kernel's struct must have by these names: a struct of another
+/// version of the patch set (v7 renamed and dropped hooks) is not used.
+pub const MEMCG_OPS_HOOKS: &[&str] =
+    &["handle_cgroup_online", "handle_cgroup_offline", "below_low", "below_min", "get_high_delay_ms"];
+
+/// The hooks of [`MEMCG_OPS_HOOKS`] missing from @members (the kernel
+/// struct's member names).
+pub fn missing_hooks(members: &[String]) -> Vec<&'static str> {
+    MEMCG_OPS_HOOKS.iter().copied().filter(|h| !members.iter().any(|m| m == h)).collect()
+}
+
 /// What the BTF probe found, and why.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct MemcgOpsProbe {
+    /// the kernel has struct memcg_bpf_ops
     pub present: bool,
+    /// ... with every hook the object fills in
+    pub usable: bool,
     pub reason: String,
 }
 
@@ -226,6 +241,7 @@ pub fn probe_memcg_ops() -> Result<MemcgOpsProbe> {
         Err(e) if !sysfs.exists() => {
             return Ok(MemcgOpsProbe {
                 present: false,
+                usable: false,
                 reason: format!(
                     "the kernel has no BTF ({} is missing: {e})",
                     sysfs.display()
@@ -234,21 +250,48 @@ pub fn probe_memcg_ops() -> Result<MemcgOpsProbe> {
         }
         Err(e) => return Err(e).context("reading the kernel's BTF (/sys/kernel/btf/vmlinux)"),
     };
-    let present = btf
+    let members: Option<Vec<String>> = btf
         .type_by_kind::<libbpf_rs::btf::types::Struct<'_>>()
-        .any(|s| s.name().map(|n| n == MEMCG_OPS_STRUCT).unwrap_or(false));
-    let reason = if present {
-        format!("the kernel's BTF has struct {MEMCG_OPS_STRUCT}")
-    } else {
-        format!("the kernel's BTF has no struct {MEMCG_OPS_STRUCT}")
-    };
-    Ok(MemcgOpsProbe { present, reason })
+        .find(|s| s.name().map(|n| n == MEMCG_OPS_STRUCT).unwrap_or(false))
+        .map(|s| {
+            (0..s.len())
+                .filter_map(|i| s.get(i).and_then(|m| m.name).map(|n| n.to_string_lossy().into_owned()))
+                .collect()
+        });
+    Ok(match members {
+        None => MemcgOpsProbe {
+            present: false,
+            usable: false,
+            reason: format!("the kernel's BTF has no struct {MEMCG_OPS_STRUCT}"),
+        },
+        Some(m) => probe_of_members(&m),
+    })
 }
 
-/// Whether the running kernel has `struct memcg_bpf_ops` in its BTF
-/// (false, not an error, when it has no BTF).
+/// The probe's answer for a kernel whose struct memcg_bpf_ops has the
+/// members @members.
+pub fn probe_of_members(members: &[String]) -> MemcgOpsProbe {
+    let missing = missing_hooks(members);
+    MemcgOpsProbe {
+        present: true,
+        usable: missing.is_empty(),
+        reason: if missing.is_empty() {
+            format!("the kernel's BTF has struct {MEMCG_OPS_STRUCT} with the hooks this object fills in")
+        } else {
+            format!(
+                "the kernel's struct {MEMCG_OPS_STRUCT} lacks {} (another version of the patch set than the v6 \
+                 this object is built for; it has {})",
+                missing.join(", "),
+                members.join(", ")
+            )
+        },
+    }
+}
+
+/// Whether the running kernel has a `struct memcg_bpf_ops` this object
+/// can fill in (false, not an error, when it has no BTF).
 pub fn kernel_has_memcg_ops() -> Result<bool> {
-    probe_memcg_ops().map(|p| p.present)
+    probe_memcg_ops().map(|p| p.usable)
 }
 
 fn kernel_release() -> String {
@@ -259,19 +302,20 @@ fn kernel_release() -> String {
 
 /// Whether to attach the memcg BPF ops, given the mode and whether the
 /// kernel has them; `--memcg-ops on` on a kernel without them is an error.
-pub fn decide(mode: MemcgOpsMode, has: bool) -> Result<bool, String> {
-    decide_for(mode, has, &kernel_release())
+pub fn decide(mode: MemcgOpsMode, probe: &MemcgOpsProbe) -> Result<bool, String> {
+    decide_for(mode, probe, &kernel_release())
 }
 
 /// [`decide`] with the kernel release given (for the message).
-pub fn decide_for(mode: MemcgOpsMode, has: bool, release: &str) -> Result<bool, String> {
+pub fn decide_for(mode: MemcgOpsMode, probe: &MemcgOpsProbe, release: &str) -> Result<bool, String> {
     match mode {
         MemcgOpsMode::Off => Ok(false),
-        MemcgOpsMode::Auto => Ok(has),
-        MemcgOpsMode::On if has => Ok(true),
+        MemcgOpsMode::Auto => Ok(probe.usable),
+        MemcgOpsMode::On if probe.usable => Ok(true),
         MemcgOpsMode::On => Err(format!(
-            "--memcg-ops on: this kernel ({release}) has no struct {MEMCG_OPS_STRUCT} in its BTF; \
-             the memcg BPF ops interface is an unmerged patch set; use --memcg-ops auto or off"
+            "--memcg-ops on: this kernel ({release}): {}; \
+             the memcg BPF ops interface is an unmerged patch set; use --memcg-ops auto or off",
+            probe.reason
         )),
     }
 }
@@ -299,22 +343,30 @@ mod tests {
 
     #[test]
     fn decisions() {
-        assert_eq!(decide_for(MemcgOpsMode::Off, true, "x"), Ok(false));
-        assert_eq!(decide_for(MemcgOpsMode::Auto, true, "x"), Ok(true));
-        assert_eq!(decide_for(MemcgOpsMode::Auto, false, "x"), Ok(false));
-        assert_eq!(decide_for(MemcgOpsMode::On, true, "x"), Ok(true));
-        let e = decide_for(MemcgOpsMode::On, false, "6.18.1").unwrap_err();
+        let names = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let yes = probe_of_members(&names(MEMCG_OPS_HOOKS));
+        let no = MemcgOpsProbe { present: false, usable: false, reason: "the kernel's BTF has no struct memcg_bpf_ops".into() };
+        // another version of the interface: the struct is there, hooks differ
+        let v7 = probe_of_members(&names(&["handle_cgroup_online", "handle_cgroup_offline", "get_high_delay_ms", "memcg_charge"]));
+        assert!(yes.usable && v7.present && !v7.usable);
+        assert!(v7.reason.contains("lacks below_low, below_min") && v7.reason.contains("memcg_charge"), "{}", v7.reason);
+        assert_eq!(decide_for(MemcgOpsMode::Off, &yes, "x"), Ok(false));
+        assert_eq!(decide_for(MemcgOpsMode::Auto, &yes, "x"), Ok(true));
+        assert_eq!(decide_for(MemcgOpsMode::Auto, &no, "x"), Ok(false));
+        // auto on a mismatched interface runs without it
+        assert_eq!(decide_for(MemcgOpsMode::Auto, &v7, "x"), Ok(false));
+        assert_eq!(decide_for(MemcgOpsMode::On, &yes, "x"), Ok(true));
+        let e = decide_for(MemcgOpsMode::On, &no, "6.18.1").unwrap_err();
         assert!(
-            e.starts_with("--memcg-ops on: this kernel (6.18.1) has no struct memcg_bpf_ops"),
+            e.starts_with("--memcg-ops on: this kernel (6.18.1): the kernel's BTF has no struct memcg_bpf_ops"),
             "{e}"
         );
         assert!(
             e.contains("unmerged patch set") && e.ends_with("use --memcg-ops auto or off"),
             "{e}"
         );
-        assert!(decide(MemcgOpsMode::On, false)
-            .unwrap_err()
-            .contains("this kernel ("));
+        assert!(decide_for(MemcgOpsMode::On, &v7, "x").unwrap_err().contains("lacks below_low"));
+        assert!(decide(MemcgOpsMode::On, &no).unwrap_err().contains("this kernel ("));
     }
 
     #[test]
@@ -325,7 +377,8 @@ mod tests {
             p.reason.contains("memcg_bpf_ops") || p.reason.contains("no BTF"),
             "{p:?}"
         );
-        assert_eq!(kernel_has_memcg_ops().unwrap(), p.present);
+        assert_eq!(kernel_has_memcg_ops().unwrap(), p.usable);
+        assert!(p.present || !p.usable);
     }
 
     #[test]
@@ -480,6 +533,29 @@ pub fn bpf_curves(policy: &crate::policy::Policy) -> [crate::bpf_intf::delay_cur
 /// The memcg BPF ops, loaded and attached: keep it to keep them attached.
 pub struct Attached {
     _link: std::os::fd::OwnedFd,
+    /// the loaded object (it lives as long as the process)
+    skel: &'static mut crate::memcg_ops_skel::MemcgOpsSkel<'static>,
+}
+
+impl Attached {
+    /// The delay curves of @policy, for a policy reload (SIGHUP): BPF reads
+    /// them at every delay it computes.
+    pub fn set_curves(&mut self, policy: &crate::policy::Policy) {
+        if let Some(bss) = self.skel.maps.bss_data.as_deref_mut() {
+            copy_curves(&mut bss.curves, policy);
+        }
+    }
+}
+
+/// The delay curves of @policy into the object's `curves` (the skeleton's
+/// own copy of struct delay_curve).
+fn copy_curves(dst: &mut [crate::memcg_ops_skel::types::delay_curve], policy: &crate::policy::Policy) {
+    for (d, s) in dst.iter_mut().zip(bpf_curves(policy).iter()) {
+        d.start_pct = s.start_pct;
+        d.base_ms = s.base_ms;
+        d.slope_ms_per_pct = s.slope_ms_per_pct;
+        d.max_ms = s.max_ms;
+    }
 }
 
 /// Load the memcg_ops object (sharing the scheduler's mem_pressure map) and
@@ -500,19 +576,17 @@ pub fn load(
     let mut open = MemcgOpsSkelBuilder::default()
         .open(obj)
         .context("opening the memcg_ops BPF object")?;
-    let curves = bpf_curves(policy);
     if let Some(bss) = open.maps.bss_data.as_deref_mut() {
-        for (dst, src) in bss.curves.iter_mut().zip(curves.iter()) {
-            dst.start_pct = src.start_pct;
-            dst.base_ms = src.base_ms;
-            dst.slope_ms_per_pct = src.slope_ms_per_pct;
-            dst.max_ms = src.max_ms;
-        }
+        copy_curves(&mut bss.curves, policy);
     }
     open.maps
         .mem_pressure
         .reuse_fd(sched.maps.mem_pressure.as_fd())
         .context("sharing the scheduler's mem_pressure map with memcg_ops")?;
+    open.maps
+        .step_mems
+        .reuse_fd(sched.maps.step_mems.as_fd())
+        .context("sharing the scheduler's step_mems map with memcg_ops")?;
     let skel = Box::leak(Box::new(open.load().context("loading the memcg_ops BPF object")?));
     let dir = std::fs::File::open(cgroup_dir)
         .with_context(|| format!("opening cgroup {}", cgroup_dir.display()))?;
@@ -536,7 +610,7 @@ pub fn load(
         );
     }
     // SAFETY: fd is a new link fd this function owns.
-    Ok(Attached { _link: unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) } })
+    Ok(Attached { _link: unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) }, skel })
 }
 
 /// Run the scheduler object's agentcg_selftest_delay program (the BPF

@@ -19,13 +19,17 @@
 //!   first session of the pause order (background before tool before
 //!   unclassified, youngest first; interactive sessions are never paused)
 //!   the way cpu.max throttling does, so it stops allocating within a tick.
-//!   A hold that lasts `freeze_after_ms` becomes a `cgroup.freeze` (and,
-//!   with swap, a `memory.reclaim` of the frozen session, so the others can
-//!   use the room: only what brings the shared limit to [`reclaim_line_pct`],
-//!   one session at a time). Below `resume_pct` holds are released and frozen
-//!   sessions thawed, oldest first, one per `pause_gap_ms`.
-//! - **The last resort.** At `kill_pct` with every pausable session
-//!   paused (and, with swap, after `kill_after_ms` there), or when every
+//!   With swap a held session's memory is pushed out (`memory.reclaim`) at
+//!   once while the fill is at the guard line, so the others can use the
+//!   room: only what brings the shared limit to [`reclaim_line_pct`], one
+//!   session at a time. A hold that lasts `freeze_after_ms` becomes a
+//!   `cgroup.freeze`. Below `resume_pct` holds are released and frozen
+//!   sessions thawed, oldest first, one per `pause_gap_ms`. With no
+//!   interactive session running, the oldest pausable session is never
+//!   paused (`keep_one_running`, [`kept_running`]): pausing them all would
+//!   protect nobody and let nothing finish.
+//! - **The last resort.** Without swap room, at `kill_pct` with every
+//!   pausable session paused (the kept one aside), or when every
 //!   session has been paused above `resume_pct` for `kill_after_ms` (none
 //!   can finish and free memory; resuming one would pause it again), the
 //!   youngest paused session is killed with `cgroup.kill`, logged with the reason,
@@ -75,6 +79,9 @@ pub struct MemoryConfig {
     pub protect_low: Option<u64>,
     /// oom_score_adj and memory.oom.group for pausable sessions
     pub oom_prefer_background: bool,
+    /// with no interactive session running, never pause the oldest
+    /// pausable one ([`kept_running`])
+    pub keep_one_running: bool,
 }
 
 impl Default for MemoryConfig {
@@ -94,6 +101,7 @@ impl Default for MemoryConfig {
             protect_total_pct: 50,
             protect_low: Some(256 << 20),
             oom_prefer_background: true,
+            keep_one_running: true,
         }
     }
 }
@@ -309,6 +317,24 @@ pub struct DecideState {
 
 /// One arbitration tick at @now_ms. @order is the pause order (first
 /// paused first); @sessions what each session is doing.
+/// The session that must keep running (`keep_one_running`): with no
+/// interactive (unpausable) session populated, pausing every session
+/// protects nobody and lets nothing finish, so the oldest pausable one
+/// (the last of the pause order) runs on and the others make room for it
+/// (frozen, pushed out with swap, killed at kill_pct without). None while
+/// an interactive session is populated.
+pub fn kept_running(order: &[String], sessions: &[SessionView]) -> Option<String> {
+    if sessions.iter().any(|s| !s.pausable && s.populated) {
+        return None;
+    }
+    order
+        .iter()
+        .rev()
+        .filter_map(|n| sessions.iter().find(|s| &s.name == n))
+        .find(|s| s.populated && !s.killing)
+        .map(|s| s.name.clone())
+}
+
 pub fn decide(
     cfg: &MemoryConfig,
     now_ms: u64,
@@ -323,21 +349,35 @@ pub fn decide(
         return acts;
     }
     let get = |n: &str| sessions.iter().find(|s| s.name == n);
-    // a hold that lasted freeze_after_ms becomes a freeze
+    let kept = if cfg.keep_one_running { kept_running(order, sessions) } else { None };
+    let is_kept = |n: &str| kept.as_deref() == Some(n);
+    // a hold that lasted freeze_after_ms becomes a freeze; with swap a held
+    // session's memory is pushed out at once while the limit is still
+    // tight (it does not run, and the room lets the others allocate before
+    // they reach the limit and reclaim, compress into zram, themselves)
     for s in sessions {
         if let (Some(h), None, false) = (s.held_since, s.frozen_since, s.killing) {
+            if is_kept(&s.name) {
+                continue; // BPF releases it: userspace marks it RUN
+            }
             if now_ms.saturating_sub(h) >= cfg.freeze_after_ms {
                 acts.push(Act::Freeze(s.name.clone()));
                 if swap && cfg.reclaim {
                     acts.push(Act::Reclaim(s.name.clone()));
                 }
+            } else if swap && cfg.reclaim && !s.reclaiming && fill >= MemoryConfig::permille(cfg.guard_pct) {
+                acts.push(Act::Reclaim(s.name.clone()));
             }
         }
     }
-    // headroom again: thaw the session frozen first
-    if fill < MemoryConfig::permille(cfg.resume_pct)
-        && st.last_thaw_ms.map_or(true, |t| now_ms.saturating_sub(t) >= cfg.pause_gap_ms)
-    {
+    // headroom again: thaw the session frozen first; and the session that
+    // must keep running, if it is frozen, whatever the fill
+    let gap_ok = st.last_thaw_ms.map_or(true, |t| now_ms.saturating_sub(t) >= cfg.pause_gap_ms);
+    let kept_frozen = sessions.iter().find(|s| is_kept(&s.name) && s.frozen_since.is_some());
+    if let (Some(s), true) = (kept_frozen, gap_ok) {
+        acts.push(Act::Thaw(s.name.clone()));
+        st.last_thaw_ms = Some(now_ms);
+    } else if fill < MemoryConfig::permille(cfg.resume_pct) && gap_ok {
         if let Some(s) = sessions
             .iter()
             .filter(|s| !s.killing && s.frozen_since.is_some())
@@ -364,19 +404,27 @@ pub fn decide(
     }
     let over_kill = fill >= MemoryConfig::permille(cfg.kill_pct);
     if over_kill || stuck {
-        let since = if over_kill { *st.over_kill_since.get_or_insert(now_ms) } else { now_ms };
-        let pausable_running = order.iter().filter_map(|n| get(n)).any(|s| s.populated && !s.killing && !paused(s));
+        if over_kill {
+            st.over_kill_since.get_or_insert(now_ms);
+        }
+        // the kept session runs by design: it does not count as one that
+        // could still be paused
+        let pausable_running = order
+            .iter()
+            .filter_map(|n| get(n))
+            .any(|s| s.populated && !s.killing && !paused(s) && !is_kept(&s.name));
         let killing = sessions.iter().any(|s| s.killing);
-        // at kill_pct without swap at once; stuck, or with swap, after kill_after_ms
-        let waited = (over_kill && (!swap || now_ms.saturating_sub(since) >= cfg.kill_after_ms))
-            || stuck_since.is_some_and(|t| now_ms.saturating_sub(t) >= cfg.kill_after_ms);
+        // at kill_pct without swap at once (the kernel's OOM killer is
+        // next); with swap room the kernel reclaims instead of killing, so
+        // only stuck counts, after kill_after_ms
+        let waited = (over_kill && !swap) || stuck_since.is_some_and(|t| now_ms.saturating_sub(t) >= cfg.kill_after_ms);
         if !pausable_running && !killing && waited {
             if let Some(v) = order.iter().filter_map(|n| get(n)).find(|s| s.populated && paused(s)) {
                 let others = order.iter().filter(|n| **n != v.name).count();
                 let why = format!(
                     "the shared limit is {:.1} % full ({}), {}, and {}; {} is the youngest paused session of the lowest class",
                     fill as f64 / 10.0,
-                    if over_kill {
+                    if over_kill && !swap {
                         format!("kill_pct {}", cfg.kill_pct)
                     } else {
                         format!(
@@ -523,24 +571,32 @@ mod tests {
 
     #[test]
     fn a_long_hold_becomes_a_freeze_and_reclaim_only_with_swap() {
-        let cfg = MemoryConfig::default();
+        // the rules on their own: no session kept running (tested below)
+        let cfg = MemoryConfig { keep_one_running: false, ..Default::default() };
         let mut st = DecideState::default();
         let order = vec!["bg".to_string()];
         let mut bg = view("bg");
         bg.held_since = Some(1000);
         assert!(decide(&cfg, 1500, 920, false, &order, &[bg.clone()], &mut st).is_empty());
+        // with swap a held session is reclaimed before its freeze, while the
+        // fill is at the guard line and no reclaim of it runs yet
+        assert_eq!(decide(&cfg, 1500, 920, true, &order, &[bg.clone()], &mut st), [Act::Reclaim("bg".into())]);
+        assert!(decide(&cfg, 1500, 850, true, &order, &[bg.clone()], &mut st).is_empty());
+        let busy = SessionView { reclaiming: true, ..bg.clone() };
+        assert!(decide(&cfg, 1500, 920, true, &order, &[busy], &mut st).is_empty());
         assert_eq!(decide(&cfg, 2000, 920, false, &order, &[bg.clone()], &mut st), [Act::Freeze("bg".into())]);
         assert_eq!(
             decide(&cfg, 2000, 920, true, &order, &[bg.clone()], &mut st),
             [Act::Freeze("bg".into()), Act::Reclaim("bg".into())]
         );
-        let off = MemoryConfig { reclaim: false, ..Default::default() };
+        let off = MemoryConfig { reclaim: false, ..cfg };
         assert_eq!(decide(&off, 2000, 920, true, &order, &[bg], &mut st), [Act::Freeze("bg".into())]);
     }
 
     #[test]
     fn headroom_thaws_the_oldest_freeze_one_per_gap() {
-        let cfg = MemoryConfig::default();
+        // the rules on their own: no session kept running (tested below)
+        let cfg = MemoryConfig { keep_one_running: false, ..Default::default() };
         let mut st = DecideState::default();
         let (mut a, mut b) = (view("a"), view("b"));
         a.frozen_since = Some(500);
@@ -555,8 +611,45 @@ mod tests {
     }
 
     #[test]
-    fn kill_only_when_everything_pausable_is_paused() {
+    fn with_no_interactive_session_the_oldest_keeps_running() {
         let cfg = MemoryConfig::default();
+        let order = vec!["young".to_string(), "old".to_string()];
+        let (mut young, mut old) = (view("young"), view("old"));
+        let chat = SessionView { pausable: false, ..view("chat") };
+        // an interactive session runs: nobody is kept
+        assert_eq!(kept_running(&order, &[chat.clone(), young.clone(), old.clone()]), None);
+        // it is gone (or idle and empty): the oldest pausable one is kept
+        let gone = SessionView { populated: false, ..chat.clone() };
+        assert_eq!(kept_running(&order, &[gone.clone(), young.clone(), old.clone()]), Some("old".into()));
+        // an empty or dying oldest one is skipped
+        let dead = SessionView { killing: true, ..old.clone() };
+        assert_eq!(kept_running(&order, &[young.clone(), dead]), Some("young".into()));
+        // the kept one frozen: thawed whatever the fill, and a long hold of it
+        // is no freeze
+        old.frozen_since = Some(100);
+        young.frozen_since = Some(200);
+        let mut st = DecideState::default();
+        let acts = decide(&cfg, 1000, 950, true, &order, &[gone.clone(), young.clone(), old.clone()], &mut st);
+        assert_eq!(acts, [Act::Thaw("old".into())]);
+        let held = SessionView { frozen_since: None, held_since: Some(0), ..old.clone() };
+        let acts = decide(&cfg, 5000, 950, true, &order, &[gone.clone(), young.clone(), held.clone()], &mut st);
+        assert!(acts.iter().all(|a| !matches!(a, Act::Freeze(n) if n == "old")), "{acts:?}");
+        // no swap, at the kill line, the kept one running and the other
+        // paused: the paused one goes (the kept one does not count as one
+        // that could still be paused); the kept one is never the victim
+        let running = SessionView { frozen_since: None, ..old.clone() };
+        let acts = decide(&cfg, 6000, 980, false, &order, &[gone.clone(), young.clone(), running.clone()], &mut st);
+        assert!(matches!(&acts[..], [Act::Kill(n, _)] if n == "young"), "{acts:?}");
+        // the off switch: both stay paused, nothing is thawed above resume_pct
+        let off = MemoryConfig { keep_one_running: false, ..cfg };
+        let mut st = DecideState::default();
+        assert!(decide(&off, 1000, 950, true, &order, &[gone, young, old], &mut st).is_empty());
+    }
+
+    #[test]
+    fn kill_only_when_everything_pausable_is_paused() {
+        // the rules on their own: no session kept running (tested below)
+        let cfg = MemoryConfig { keep_one_running: false, ..Default::default() };
         let order = vec!["young".to_string(), "old".to_string()];
         let (mut young, mut old) = (view("young"), view("old"));
         young.held_since = Some(900);
@@ -576,15 +669,18 @@ mod tests {
         // a kill in progress: no second one
         young.killing = true;
         assert!(decide(&cfg, 1002, 980, false, &order, &[young.clone(), old.clone()], &mut st).is_empty());
-        // with swap, only after kill_after_ms at the kill line
+        // with swap room, not for the kill line: the kernel reclaims into
+        // swap rather than OOM-killing; only everything paused for
+        // kill_after_ms (stuck) kills
         young.killing = false;
         let mut st = DecideState::default();
-        assert!(decide(&cfg, 1000, 980, true, &order, &[young.clone(), old.clone()], &mut st)
-            .iter()
-            .all(|a| !matches!(a, Act::Kill(..))));
-        assert!(decide(&cfg, 4000, 980, true, &order, &[young.clone(), old.clone()], &mut st)
-            .iter()
-            .any(|a| matches!(a, Act::Kill(..))));
+        for t in [1000, 3900] {
+            assert!(decide(&cfg, t, 980, true, &order, &[young.clone(), old.clone()], &mut st)
+                .iter()
+                .all(|a| !matches!(a, Act::Kill(..))));
+        }
+        let acts = decide(&cfg, 4000, 980, true, &order, &[young.clone(), old.clone()], &mut st);
+        assert!(acts.iter().any(|a| matches!(a, Act::Kill(_, why) if why.contains("none can finish"))), "{acts:?}");
         // below the kill line the wait starts again
         decide(&cfg, 4100, 900, true, &order, &[young.clone(), old.clone()], &mut st);
         assert_eq!(st.over_kill_since, None);

@@ -44,14 +44,15 @@
 //! kill_pct = 97             # last resort, above guard_pct (97)
 //! pause_gap_ms = 100        # between two pauses or two resumes (100)
 //! freeze_after_ms = 1000    # a pause this long becomes cgroup.freeze, below 5000 (1000)
-//! reclaim = true            # with swap: memory.reclaim of frozen sessions (true)
-//! kill_after_ms = 3000      # with swap: at kill_pct this long before a kill (3000)
+//! reclaim = true            # with swap: memory.reclaim of paused sessions (true)
+//! kill_after_ms = 3000      # every session paused this long: the youngest is killed (3000)
 //! poll_us = 1000            # in-kernel poll of the limit, 100 to 100000 (1000)
 //! protect_low = "256M"      # interactive budget where the profile has no protect_low
 //! protect_headroom_pct = 25 # memory.low = usage + 25 %, within the budget
 //! protect_min_pct = 50      # memory.min = 50 % of memory.low
 //! protect_total_pct = 50    # all interactive sessions: at most 50 % of the limit
 //! oom_prefer_background = true # oom_score_adj / memory.oom.group for pausable sessions
+//! keep_one_running = true   # no interactive session running: the oldest is never paused
 //!
 //! [[select]]
 //! profile = "chat"
@@ -73,7 +74,8 @@
 //! interactive 20, 5, 1, 100 (late and gentle); tool 5, 10, 5, 500;
 //! background 0, 50, 20, 2000 (early and hard); a `delay_*` key overrides
 //! one value of its class's curve, and `delay_base_ms` must not exceed
-//! `delay_max_ms`. The thrash penalty is 25 % of the weight and 50 % of the
+//! `delay_max_ms`; the curve is one per class in BPF, so all profiles of a
+//! class must give the same `delay_*` keys (or none). The thrash penalty is 25 % of the weight and 50 % of the
 //! slice (never below 100 us) for every class unless the profile says.
 //!
 //! Sizes (`memory_high`, `memory_max`, `protect_low`) are bytes (an integer
@@ -347,6 +349,7 @@ struct RawMemory {
     protect_total_pct: Option<Spanned<i64>>,
     protect_low: Option<Spanned<toml::Value>>,
     oom_prefer_background: Option<bool>,
+    keep_one_running: Option<bool>,
 }
 
 /// The `[memory]` table, its problems added to @problems.
@@ -400,6 +403,7 @@ fn parse_memory(m: &Spanned<RawMemory>, text: &str, file: &str, problems: &mut V
         (rm.pause, &mut cfg.pause),
         (rm.reclaim, &mut cfg.reclaim),
         (rm.oom_prefer_background, &mut cfg.oom_prefer_background),
+        (rm.keep_one_running, &mut cfg.keep_one_running),
     ] {
         if let Some(v) = v {
             *slot = v;
@@ -561,6 +565,7 @@ impl Policy {
         })?;
         let mut problems = Vec::new();
         let mut profiles = Vec::new();
+        let mut curve_of_class: BTreeMap<u32, (String, DelayCurve)> = BTreeMap::new();
 
         for (name, sp) in &raw.profile {
             let line = line_of(text, sp.span().start);
@@ -713,6 +718,20 @@ impl Policy {
                 for (keys, msg) in prof.delay.problems() {
                     let (l, note) = blame(keys, &given, line, &defaults);
                     problems.push(format!("{file}:{l}: profile {name:?}: {msg}{note}"));
+                }
+                // BPF keeps one delay curve per class: two profiles of a
+                // class must agree on it, or the second's keys would be lost
+                match curve_of_class.get(&class.code()) {
+                    Some((first, c)) if *c != prof.delay => problems.push(format!(
+                        "{file}:{line}: profile {name:?}: its delay curve differs from profile {first:?}'s, also of the {} \
+                         class; the memcg_ops delay curve is one per class, so give both profiles the same delay_* keys \
+                         (or none)",
+                        class.as_str()
+                    )),
+                    Some(_) => {}
+                    None => {
+                        curve_of_class.insert(class.code(), (name.to_string(), prof.delay));
+                    }
                 }
             }
             profiles.push(prof);
@@ -1334,6 +1353,13 @@ session = "batch_*"
             assert!(e.starts_with("p.toml:3:") && e.contains(&format!("{key} = {v} is out of range: {range}")), "{e}");
         }
         // base above max: blamed on base, saying max came from the class
+        // one curve per class: a second interactive profile with other keys
+        // is refused at its own line, the same keys are fine
+        let e = err("[profile.a]\nclass = \"interactive\"\ndelay_max_ms = 300\n[profile.b]\nclass = \"interactive\"\ndelay_max_ms = 400\n");
+        assert!(e.starts_with("p.toml:4:") && e.contains("profile \"b\": its delay curve differs from profile \"a\"'s"), "{e}");
+        let e = err("[profile.a]\nclass = \"interactive\"\ndelay_max_ms = 300\n[profile.b]\nclass = \"interactive\"\n");
+        assert!(e.contains("profile \"b\": its delay curve differs"), "{e}");
+        Policy::parse_str("[profile.a]\nclass = \"interactive\"\ndelay_max_ms = 300\n[profile.b]\nclass = \"interactive\"\ndelay_max_ms = 300\n[profile.c]\nclass = \"tool\"\ndelay_max_ms = 900\n", "p.toml").unwrap();
         let e = err("[profile.a]\nclass = \"interactive\"\ndelay_base_ms = 200\n");
         assert!(e.starts_with("p.toml:3:") && e.contains("delay_base_ms = 200 is above delay_max_ms = 100"), "{e}");
         assert!(e.contains("delay_max_ms not set: the interactive class default applies"), "{e}");

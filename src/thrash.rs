@@ -31,6 +31,16 @@ pub const DECAY_MAX_PERIODS: u32 = 16;
 /// `AGENTCG_BW_MIN_SLICE_NS` in src/bpf/intf.h.
 pub const MIN_SLICE_NS: u64 = 100_000;
 
+/// Which kernel hooks measure memory stalls (`--thrash-hooks`, for tests):
+/// the PSI brackets where the kernel has them, else the direct-reclaim
+/// tracepoints (auto), or the tracepoints only (reclaim), so that the
+/// fallback can be tested on a kernel that has both.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum ThrashHooks {
+    Auto,
+    Reclaim,
+}
+
 /// When a cgroup counts as thrashing and how hard it is penalised.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ThrashParams {
@@ -60,6 +70,22 @@ impl Default for ThrashParams {
 }
 
 impl ThrashParams {
+    /// What differs in @new, as "key old -> new" (the `[thrash]` table is
+    /// read-only data of the loaded BPF program: a reload cannot apply it).
+    pub fn changes(&self, new: &ThrashParams) -> Vec<String> {
+        [
+            ("enter_permille", self.enter_permille, new.enter_permille),
+            ("exit_permille", self.exit_permille, new.exit_permille),
+            ("weight_pct", self.weight_pct, new.weight_pct),
+            ("slice_pct", self.slice_pct, new.slice_pct),
+            ("cpus_pct", self.cpus_pct, new.cpus_pct),
+        ]
+        .into_iter()
+        .filter(|(_, a, b)| a != b)
+        .map(|(k, a, b)| format!("{k} {a} -> {b}"))
+        .collect()
+    }
+
     /// Every problem with these parameters: (the key to change first, the
     /// keys involved, message). The policy file uses the keys for lines.
     pub fn problems(&self) -> Vec<(&'static [&'static str], String)> {
@@ -347,6 +373,14 @@ mod tests {
             ),
             (77, 3_000_000)
         );
+    }
+
+    #[test]
+    fn a_reload_names_what_it_cannot_apply() {
+        let p = ThrashParams::default();
+        assert!(p.changes(&p).is_empty());
+        let q = ThrashParams { enter_permille: 300, cpus_pct: 50, ..p };
+        assert_eq!(p.changes(&q), ["enter_permille 200 -> 300", "cpus_pct 25 -> 50"]);
     }
 
     #[test]

@@ -94,6 +94,7 @@ enum agentcg_stat_idx {
 	STAT_NO_CREDIT,		/* a boostable wakeup had no burst credit left */
 	STAT_THRASH_PENALTY,	/* a cgroup entered the thrash penalty */
 	STAT_THRASH_CAPPED,	/* a penalised task queued on its capped CPUs */
+	STAT_THRASH_GLOBAL_RECLAIM, /* direct reclaim with no memcg (global), tracepoint hooks */
 	STAT_MEM_HOLD,		/* memory guard: a session held back */
 	STAT_MEM_RELEASE,	/* memory guard: a held session let run again */
 	AGENTCG_NR_STATS,
@@ -229,11 +230,21 @@ struct delay_curve {
 struct mem_pressure {
 	u32 score;		/* thrash score, permille (scheduler) */
 	u32 penalised;		/* thrash penalty on (scheduler) */
-	u32 class;		/* step class (userspace) */
 	u32 credit_ok;		/* burst credit left (scheduler) */
-	u64 protect_bytes;	/* below_low budget (userspace; min: half) */
+	u32 pad;
 	u64 nr_delays;		/* memcg_ops: memory.high delays given */
 	u64 delay_ms_total;	/* memcg_ops: their sum */
+};
+
+/*
+ * What userspace tells memcg_ops about a step (map step_mems, by cgroup
+ * id). Written whole by userspace only: a map of its own, so that no
+ * read-modify-write of userspace races BPF's updates of mem_pressure.
+ */
+struct step_mem {
+	u32 class;		/* step class */
+	u32 pad;
+	u64 protect_bytes;	/* below_low budget (min: half) */
 };
 
 /* The agentcg_selftest_delay program's input and output. */

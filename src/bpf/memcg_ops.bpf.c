@@ -17,8 +17,9 @@
  *   computed (protect_bytes; min protection is half of it).
  * - online / offline: counted, nothing else.
  *
- * The pressure map (mem_pressure) is the scheduler's: userspace hands this
- * object the scheduler's map before loading it (reuse_fd). Curves are in
+ * The pressure map (mem_pressure, BPF's thrash score) and the step map
+ * (step_mems, userspace's classes and budgets) are the scheduler's:
+ * userspace hands this object both before loading it (reuse_fd). Curves are in
  * .data, set by userspace from the policy before load.
  */
 #include <scx/common.bpf.h>
@@ -53,7 +54,8 @@ unsigned int BPF_PROG(agentcg_get_high_delay_ms, struct mem_cgroup *memcg)
 	struct mem_cgroup___agentcg *m = (void *)memcg;
 	u64 cgid = memcg_cgid(memcg), usage, high;
 	struct mem_pressure *mp = bpf_map_lookup_elem(&mem_pressure, &cgid);
-	u32 class = mp && mp->class < AGENTCG_NR_CLASSES ? mp->class : 0;
+	struct step_mem *sm = bpf_map_lookup_elem(&step_mems, &cgid);
+	u32 class = sm && sm->class < AGENTCG_NR_CLASSES ? sm->class : 0;
 	u32 d;
 
 	usage = BPF_CORE_READ(m, memory.usage.counter);
@@ -72,11 +74,11 @@ static bool protected(struct mem_cgroup *memcg, bool min)
 {
 	struct mem_cgroup___agentcg *m = (void *)memcg;
 	u64 cgid = memcg_cgid(memcg), usage, budget;
-	struct mem_pressure *mp = bpf_map_lookup_elem(&mem_pressure, &cgid);
+	struct step_mem *sm = bpf_map_lookup_elem(&step_mems, &cgid);
 
-	if (!mp || mp->class != 1 || !mp->protect_bytes)
+	if (!sm || sm->class != 1 || !sm->protect_bytes)
 		return false;
-	budget = min ? mp->protect_bytes / 2 : mp->protect_bytes;
+	budget = min ? sm->protect_bytes / 2 : sm->protect_bytes;
 	usage = BPF_CORE_READ(m, memory.usage.counter) * 4096;
 	return usage <= budget;
 }

@@ -28,6 +28,14 @@ struct {
 	__type(value, struct mem_pressure);
 } mem_pressure SEC(".maps");
 
+/* Step class and protection budget by cgroup id, from userspace; shared the same way. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 16384);
+	__type(key, u64);
+	__type(value, struct step_mem);
+} step_mems SEC(".maps");
+
 static __always_inline u32 high_delay_ms(const struct delay_curve *c, u64 usage,
 					 u64 high, bool credit_ok)
 {

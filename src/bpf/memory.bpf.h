@@ -13,7 +13,8 @@
  * back: userspace lists the sessions that may be paused in mem_order
  * (lowest class first, then youngest) with a mode per session in
  * mem_ctls; the first candidate not held yet is taken, at most one per
- * gap_ns after the first. A held session is treated exactly like a
+ * gap_ns after the first, unless the fill rose by 1 % of the limit since
+ * the last hold (the growth goes on: hold the next one now). A held session is treated exactly like a
  * cgroup throttled by cpu.max (bw_throttled() sees both): its tree node
  * is parked, its running tasks lose their CPU at once (kick) or at the
  * next tick, so it stops allocating within a tick. Below resume_permille
@@ -47,6 +48,7 @@ struct mem_cfg mem_cfg = {
 u32 mem_fill_permille;		/* the last poll's fill level */
 u64 mem_tight_since;		/* guard line crossed at (0: below resume) */
 u64 mem_last_hold_at;
+u32 mem_last_hold_fill;		/* the fill at the last hold */
 u64 mem_last_release_at;
 u64 mem_nr_polls;
 u64 mem_nr_held;		/* sessions held now */
@@ -162,6 +164,7 @@ static void mem_hold(struct cgroup *cgrp, struct cgrp_ctx *c, u64 now)
 	/* from here on bw_throttled() is true for the session's subtree */
 	__sync_fetch_and_add(&nr_bw_throttled, 1);
 	mem_last_hold_at = now;
+	mem_last_hold_fill = mem_fill_permille;
 	stat_inc(STAT_MEM_HOLD);
 	mem_kick_held();
 }
@@ -310,9 +313,15 @@ static int mem_timer_fn(void *map, u32 *key, struct mem_timer *t)
 		mem_tight_since = 0;
 	}
 	mem_check_held(now, fill);
-	/* the first hold at once, later ones one gap apart */
+	/*
+	 * The first hold at once, later ones one gap apart, unless the fill
+	 * rose another 1 % of the limit since the last hold: then what runs
+	 * still grows fast (sessions replaying bursts together) and the next
+	 * candidate is held at once too.
+	 */
 	if (fill >= mem_cfg.guard_permille &&
-	    (crossed || now - mem_last_hold_at >= mem_cfg.gap_ns))
+	    (crossed || now - mem_last_hold_at >= mem_cfg.gap_ns ||
+	     fill >= mem_last_hold_fill + 10))
 		mem_hold_next(now);
 out:
 	bpf_timer_start(&t->timer, mem_cfg.poll_ns ?: 1000000, 0);

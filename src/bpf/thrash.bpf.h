@@ -226,15 +226,27 @@ int BPF_PROG(agentcg_memstall_leave, unsigned long *flags)
 	return 0;
 }
 
-/* Fallback where the PSI hooks cannot attach: direct reclaim only. */
+/*
+ * Fallback where the PSI hooks cannot attach: direct reclaim only.
+ *
+ * Global reclaim passes memcg == NULL, but the verifier takes a tp_btf
+ * pointer argument to be non-NULL and prunes a test of it: tested there,
+ * a global reclaim's stall went to cgroup id 0 (nowhere) instead of the
+ * task's own pressure. So the test is made on a copy of the raw argument,
+ * which the verifier sees as a plain number.
+ */
 SEC("tp_btf/mm_vmscan_direct_reclaim_begin")
 int BPF_PROG(agentcg_reclaim_begin, gfp_t gfp, int order, struct mem_cgroup *memcg)
 {
 	struct thr_task *tt = thr_task_get();
+	u64 raw = 0;
 
 	if (!tt)
 		return 0;
-	tt->reclaim_cgid = pressure_cgid((struct cgroup_subsys_state *)memcg);
+	bpf_probe_read_kernel(&raw, sizeof(raw), &ctx[2]);
+	if (!raw)
+		stat_inc(STAT_THRASH_GLOBAL_RECLAIM);
+	tt->reclaim_cgid = pressure_cgid(raw ? (struct cgroup_subsys_state *)memcg : NULL);
 	tt->reclaim_at = bpf_ktime_get_ns();
 	thrash_stall(tt->reclaim_cgid, tt->reclaim_at, 0);
 	return 0;

@@ -21,7 +21,7 @@ use libbpf_rs::{MapCore, MapFlags, MapHandle};
 use log::{info, warn};
 
 use super::{decide, fill_permille, hold_timing, oom_score_adj, pause_order, protection, protection_update, session_budget};
-use super::{reclaim_line_pct, reclaim_step, RECLAIM_STEP};
+use super::{kept_running, reclaim_line_pct, reclaim_step, RECLAIM_STEP};
 use super::{Act, DecideState, MemoryConfig, SessionView};
 use crate::bpf_intf;
 use crate::policy::{Policy, StepClass};
@@ -159,8 +159,10 @@ type Reclaims = Arc<(Mutex<ReclaimQueue>, Condvar)>;
 /// The reclaim thread: one session at a time, [`RECLAIM_STEP`] per write
 /// (a write returns when the kernel is done, which may take seconds), each
 /// asking only for what still brings the shared limit down to
-/// [`reclaim_line_pct`]. It runs at nice 19: pushing a paused session out
-/// is background work, and the sessions still running come first.
+/// [`reclaim_line_pct`]. It runs at normal priority: the room it makes is
+/// what the running sessions wait for (at the limit they would reclaim,
+/// compress into zram, in their own context; at nice 19 in the first zram
+/// run of this design two 16 MiB writes took 19 s).
 struct Reclaimer {
     root: PathBuf,
     parent: PathBuf,
@@ -172,8 +174,6 @@ struct Reclaimer {
 
 impl Reclaimer {
     fn run(self, stop: Arc<AtomicBool>) {
-        // SAFETY: setpriority on the calling thread (tid) has no memory effects
-        unsafe { libc::setpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t, 19) };
         let (lock, cv) = &*self.q;
         while !stop.load(Ordering::Relaxed) {
             let next = {
@@ -210,7 +210,14 @@ impl Reclaimer {
         let usage = || read(&dir, "memory.current").and_then(|t| bytes_of(&t)).unwrap_or(0);
         let before = usage();
         let (mut steps, mut why) = (0u32, "");
+        // never more writes than the session's memory takes (a kernel that
+        // reports success without lowering the usage cannot loop us)
+        let most = (before / RECLAIM_STEP) as u32 + 2;
         loop {
+            if steps >= most {
+                why = " (as many writes as the session's memory takes)";
+                break;
+            }
             if stop.load(Ordering::Relaxed) || self.cancelled(name) {
                 why = " (stopped: the session was resumed or killed)";
                 break;
@@ -241,7 +248,9 @@ impl Reclaimer {
             return; // the others had room already
         }
         let after = usage();
-        let freed = before.saturating_sub(after);
+        // what the writes asked for at most: the session may also have
+        // freed memory itself (its tasks exited) meanwhile
+        let freed = before.saturating_sub(after).min(steps as u64 * RECLAIM_STEP);
         info!(
             "mem-arbitration: session {}/{name}: memory.reclaim pushed out {} MiB ({} -> {} MiB, {steps} writes of at most {} MiB, \
              towards {} % of the shared limit){why}",
@@ -748,6 +757,16 @@ impl Arbiter {
             self.swap = swap_free();
         }
         self.read_bpf();
+        // a session that runs again (BPF released it) is not pushed out further
+        let running: Vec<String> = self
+            .sessions
+            .iter()
+            .filter(|(_, s)| s.held_since.is_none() && s.frozen_since.is_none())
+            .map(|(n, _)| n.clone())
+            .collect();
+        for n in &running {
+            self.cancel_reclaim(n);
+        }
         let names: Vec<String> = self.sessions.keys().cloned().collect();
         for n in &names {
             let killing = self.sessions.get(n).is_some_and(|s| s.killing);
@@ -769,18 +788,7 @@ impl Arbiter {
                 }
             }
         }
-        // BPF may hold every pausable session that is running normally
-        for n in &names {
-            let s = &self.sessions[n];
-            let mode = if s.frozen_since.is_some() || s.killing || !self.order.contains(n) {
-                bpf_intf::agentcg_consts_AGENTCG_MEM_RUN
-            } else {
-                bpf_intf::agentcg_consts_AGENTCG_MEM_CANDIDATE
-            };
-            self.set_mode(n, mode);
-        }
-        let fill = self.fill();
-        let reclaiming = self.reclaims.0.lock().map(|q| q.busy.clone()).unwrap_or_default();
+        let queue = self.reclaims.0.lock().ok();
         let views: Vec<SessionView> = self
             .sessions
             .iter()
@@ -791,9 +799,23 @@ impl Arbiter {
                 frozen_since: s.frozen_since,
                 killing: s.killing,
                 populated: s.populated,
-                reclaiming: reclaiming.contains(n),
+                reclaiming: queue.as_ref().is_some_and(|q| q.busy.contains(n)),
             })
             .collect();
+        drop(queue);
+        let kept = if self.cfg.keep_one_running { kept_running(&self.order, &views) } else { None };
+        // BPF may hold every pausable session that is running normally,
+        // but the one that must keep running
+        for n in &names {
+            let s = &self.sessions[n];
+            let mode = if s.frozen_since.is_some() || s.killing || !self.order.contains(n) || kept.as_ref() == Some(n) {
+                bpf_intf::agentcg_consts_AGENTCG_MEM_RUN
+            } else {
+                bpf_intf::agentcg_consts_AGENTCG_MEM_CANDIDATE
+            };
+            self.set_mode(n, mode);
+        }
+        let fill = self.fill();
         let acts = decide(&self.cfg, now, fill, self.swap, &self.order, &views, &mut self.dstate);
         for a in acts {
             self.act(a, now);

@@ -12,7 +12,9 @@
 # - with zram swap a frozen session is pushed out with memory.reclaim, and
 #   not with reclaim = false;
 # - by the hog's own clock, its allocations stop within 100 ms of the guard
-#   line (usually under 1 ms), and with pause = false they do not;
+#   line (usually under 1 ms), and with pause = false they do not; with no
+#   interactive session the lone hog is kept running (keep_one_running),
+#   and held with that off;
 # - nothing outside the managed tree is frozen, protected or re-scored;
 # - bad [memory] values and flag combinations are refused before attaching.
 . /lib/agentcg/lib.sh
@@ -220,23 +222,35 @@ check_eq "on exit: the background hog's oom_score_adj is back" 0 "$(cat /proc/$b
 drain_loads
 
 # ---- the hog's own clock (agentcg-replay react: it stamps every 64 KiB and
-# reads the parent's memory.current): held within 100 ms of the guard
-# line, and with pause = false not held at all (it grows on into swap)
-for pause in false true; do
-    policy rx "pause = $pause"
+# reads the parent's memory.current): with an interactive session running
+# (an idle one, chat), held within 100 ms of the guard line, and with
+# pause = false not held at all (it grows on into swap). With no
+# interactive session the lone hog is the session kept running
+# (keep_one_running): not held either, and held again with that off.
+reset chat
+cg_run $P/chat sleep 600 &
+chat_on=1
+for c in "pause = true|chat|held" "pause = false|chat|grows" "keep_one_running = true|alone|grows" "keep_one_running = false|alone|held"; do
+    set1=${c%%|*} rest=${c#*|}; who=${rest%%|*} want=${rest#*|}
+    if [ $who = alone ] && [ -n "$chat_on" ]; then
+        # cg_run's & is a subshell: kill what is in the cgroup
+        kill $(cat "$(cg_path $P/chat)/cgroup.procs") 2>/dev/null; chat_on=""
+        wait_until 5 grep -q "^populated 0" "$(cg_path $P/chat)/cgroup.events"
+    fi
+    policy rx "$set1"
     sched_start --cell-parent-cgroup $P --policy /tmp/rx.toml --mem-arbitration || fail "scheduler did not start"
     agentcg-replay react --parent "$(cg_path $P)" --via bpf --reps 1 --rate-mb-s 40 --guard-pct 80 > /tmp/rx.out 2>&1
-    rx=$(sed -n 1p /tmp/rx.out); log "react, pause = $pause: $rx"
+    rx=$(sed -n 1p /tmp/rx.out); log "react, $set1, $who: $rx"
     ms=$(echo "$rx" | sed -n 's/.*"reaction_ms":\([0-9.]*\).*/\1/p')
-    check "pause = $pause: the hog crossed the guard line" sh -c "echo '$rx' | grep -q '\"crossed\":true'"
-    if [ $pause = true ]; then
+    check "$set1 ($who): the hog crossed the guard line" sh -c "echo '$rx' | grep -q '\"crossed\":true'"
+    if [ $want = held ]; then
         # usually under 1 ms; tests/reaction.sh saw 3 of 10 at 35-49 ms
         # (docs/experiments/reaction.md), so the bound here is 100 ms, still
         # far from the off switch's >= 500 ms
-        check "held: its allocations stopped within 100 ms of the crossing (${ms:-?} ms)" \
+        check "$set1 ($who): held, its allocations stopped within 100 ms of the crossing (${ms:-?} ms)" \
             sh -c "echo '$rx' | grep -q '\"stopped\":true' && awk -v m='${ms:-999}' 'BEGIN { exit !(m <= 100) }'"
     else
-        check "pause = false: it grew on for the whole window (${ms:-?} ms)" \
+        check "$set1 ($who): not held, it grew on for the whole window (${ms:-?} ms)" \
             sh -c "echo '$rx' | grep -q '\"stopped\":false' && awk -v m='${ms:-0}' 'BEGIN { exit !(m >= 500) }'"
     fi
     sched_stop INT; check_eq "exit status" 0 "$SCHED_RC"

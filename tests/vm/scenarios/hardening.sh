@@ -58,8 +58,20 @@ for sig in INT TERM HUP INT TERM HUP; do
     sched_start --cell-parent-cgroup $P --policy /tmp/h.toml || { failed "start before SIG$sig"; continue; }
     sleep 1
     if [ $sig = HUP ]; then
+        # the second time with a changed [thrash]: read-only data of the
+        # loaded program, so the reload must say it is not applied
+        huped=$((${huped:-0} + 1))
+        cp /tmp/h.toml /tmp/h.orig
+        [ $huped = 2 ] && printf '[thrash]\nenter_permille = 300\n' >> /tmp/h.toml
         kill -HUP "$SCHED_PID"
         check "SIGHUP reloads and keeps running" wait_until 5 grep -q "reloaded" "$SCHED_LOG"
+        if [ $huped = 2 ]; then
+            check "a changed [thrash] is named as not applied until a restart" \
+                wait_until 5 grep -q "\[thrash\] changed (enter_permille 200 -> 300), but it is fixed" "$SCHED_LOG"
+        else
+            check "an unchanged [thrash] is not reported" sh -c "! grep -q '\[thrash\] changed' '$SCHED_LOG'"
+        fi
+        mv /tmp/h.orig /tmp/h.toml
         sched_stop TERM
     else
         sched_stop $sig
