@@ -51,11 +51,14 @@ if [ "${EXP_REPORT_ONLY:-0}" = 0 ]; then
         | paste -sd' ' - > "$out/commit"
 fi
 
-sed -n 's/^EXP-RECORD //p' "$out/vm.log" | tr -d '\r' > "$out/results.jsonl"
-sed -n 's/^EXP-SCHED //p' "$out/vm.log" | tr -d '\r' > "$out/sched.jsonl"
+# only the last boot's lines: run.sh boots again after a stalled boot, and
+# the repetitions of a boot that died must not count twice
+last_boot() { awk '/^init: / { n = NR } { l[NR] = $0 } END { for (i = n; i <= NR; i++) print l[i] }' "$out/vm.log" | tr -d '\r'; }
+last_boot | sed -n 's/^EXP-RECORD //p' > "$out/results.jsonl"
+last_boot | sed -n 's/^EXP-SCHED //p' > "$out/sched.jsonl"
 [ -s "$out/results.jsonl" ] || { echo "experiment: no records; see $out/vm.log" >&2; exit 1; }
 # what the scheduler's log said of memcg_ops
-memcg=$(sed -n 's/^EXP-MEMCG [^ ]* [0-9]* //p' "$out/vm.log" | tr -d '\r' | sort -u | paste -sd, -)
+memcg=$(last_boot | sed -n 's/^EXP-MEMCG [^ ]* [0-9]* //p' | sort -u | paste -sd, -)
 memcg=${memcg:+"$memcg (from the scheduler log)."}
 memcg=${memcg:-"memcg_ops: not recorded by this run."}
 swapflag=""; [ "$SWAP" = 1 ] && swapflag=--swap
@@ -89,7 +92,7 @@ window="the ${MAXDUR} s window of replay time that holds each trace's memory pea
     echo "completed (timed out). Kills by --mem-arbitration, with their logged reasons:"
     echo
     echo '```'
-    sed -n 's/^EXP-KILL \([^ ]*\) \([0-9]*\) .*INFO\] //p; s/^EXP-KILL \([^ ]*\) \([0-9]*\) .*WARN\] /\1 rep \2: /p' "$out/vm.log" | tr -d '\r' || true
+    sed -n 's/^EXP-KILL \([^ ]*\) \([0-9]*\) .*INFO\] //p; s/^EXP-KILL \([^ ]*\) \([0-9]*\) .*WARN\] /\1 rep \2: /p' < <(last_boot) || true
     echo '```'
     echo
     echo "$report"
