@@ -268,14 +268,14 @@ pub fn reclaim_step(cfg: &MemoryConfig, levels: &[(u64, Option<u64>)], session_u
 
 /// The timing of one BPF hold (ktime ns): the guard line crossed at
 /// @crossed, the hold at @held, the held session's usage last seen to grow
-/// at @grew (0: never after the hold). Returns the reaction time (line
-/// crossed to the session's allocations stopping, us) for the first hold
-/// of an episode, None for later holds of the same episode (they wait
-/// @gap_ns by design), and the time from the hold to the stop (us) for
-/// every hold.
-pub fn hold_timing(crossed: u64, held: u64, grew: u64, gap_ns: u64) -> (Option<u64>, u64) {
+/// at @grew (0: never after the hold), @first if BPF made no other hold
+/// since the crossing. Returns the reaction time (line crossed to the
+/// session's allocations stopping, us) for that first hold of an episode,
+/// None for later holds of the same episode (made one gap later, or at
+/// once while the fill still rose, by design), and the time from the hold
+/// to the stop (us) for every hold.
+pub fn hold_timing(crossed: u64, held: u64, grew: u64, first: bool) -> (Option<u64>, u64) {
     let stop = grew.max(held);
-    let first = held.saturating_sub(crossed) < gap_ns;
     (first.then(|| stop.saturating_sub(crossed) / 1000), (stop - held) / 1000)
 }
 
@@ -533,11 +533,17 @@ mod tests {
     fn hold_timing_separates_first_holds_from_paced_ones() {
         let ms = 1_000_000;
         // crossed at 10 ms, held in the same poll, grew once more 1 ms later
-        assert_eq!(hold_timing(10 * ms, 10 * ms, 11 * ms, 100 * ms), (Some(1000), 1000));
+        assert_eq!(hold_timing(10 * ms, 10 * ms, 11 * ms, true), (Some(1000), 1000));
         // never grew after the hold: the stop is the hold itself
-        assert_eq!(hold_timing(10 * ms, 11 * ms, 0, 100 * ms), (Some(1000), 0));
+        assert_eq!(hold_timing(10 * ms, 11 * ms, 0, true), (Some(1000), 0));
         // a second session held one gap later in the same episode
-        assert_eq!(hold_timing(10 * ms, 110 * ms, 112 * ms, 100 * ms), (None, 2000));
+        assert_eq!(hold_timing(10 * ms, 110 * ms, 112 * ms, false), (None, 2000));
+        // or 96 ms later because the fill still rose: not the reaction
+        // either (the zram run of 03a5e38 counted it as one, 96158 us)
+        assert_eq!(hold_timing(10 * ms, 106 * ms, 0, false), (None, 0));
+        // the first hold 30 ms after the crossing (no candidate before):
+        // the reaction, however late
+        assert_eq!(hold_timing(10 * ms, 40 * ms, 0, true), (Some(30_000), 0));
     }
 
     #[test]

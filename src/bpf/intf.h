@@ -187,6 +187,7 @@ struct cgrp_ctx {
 	u64 mem_nr_holds;
 	u64 mem_held_ns;	/* finished holds */
 	u64 mem_rest_until;	/* released by the hold limit: not held before this */
+	u64 mem_first_hold;	/* that hold was the episode's first (none since the crossing) */
 };
 
 /*

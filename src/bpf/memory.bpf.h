@@ -151,6 +151,8 @@ static void mem_hold(struct cgroup *cgrp, struct cgrp_ctx *c, u64 now)
 		return;
 	c->mem_held_at = now;
 	c->mem_crossed_at = mem_tight_since;
+	/* no hold since the line was crossed: this one is the reaction */
+	c->mem_first_hold = mem_last_hold_at < mem_tight_since;
 	c->mem_grew_at = 0;
 	c->mem_usage_pages = mem_usage_pages(mem_css_of(cgrp));
 	c->mem_nr_holds++;

@@ -450,7 +450,6 @@ impl Arbiter {
         let now = self.now_ms();
         let (mut reactions, mut stops) = (Vec::new(), Vec::new());
         let ktime0 = self.ktime0;
-        let gap_ns = self.cfg.pause_gap_ms * 1_000_000;
         for s in self.sessions.values_mut() {
             let key = s.dir.as_raw_fd().to_ne_bytes();
             let Ok(Some(v)) = self.maps.cgrp_ctxs.lookup(&key, MapFlags::ANY) else { continue };
@@ -466,7 +465,8 @@ impl Arbiter {
             if c.mem_nr_holds > s.reacted_hold && c.mem_crossed_at > 0 {
                 let held_for = if c.mem_held != 0 { now.saturating_sub(s.held_since.unwrap_or(now)) } else { 100 };
                 if held_for >= 100 {
-                    let (reaction, stop) = hold_timing(c.mem_crossed_at, c.mem_held_at, c.mem_grew_at, gap_ns);
+                    let (reaction, stop) =
+                        hold_timing(c.mem_crossed_at, c.mem_held_at, c.mem_grew_at, c.mem_first_hold != 0);
                     reactions.extend(reaction);
                     stops.push(stop);
                     s.reacted_hold = c.mem_nr_holds;
