@@ -142,6 +142,29 @@ fn path_levels(root: &Path, parent: &Path) -> Vec<(u64, Option<u64>)> {
     levels
 }
 
+/// @parent canonicalized, if it is strictly below @root (canonicalized).
+fn canonical_below(root: &Path, parent: &Path) -> std::result::Result<PathBuf, String> {
+    let root = root.canonicalize().map_err(|e| format!("{}: {e}", root.display()))?;
+    let parent = parent.canonicalize().map_err(|e| format!("{}: {e}", parent.display()))?;
+    if parent == root || !parent.starts_with(&root) {
+        return Err(format!("{} is not below {}", parent.display(), root.display()));
+    }
+    Ok(parent)
+}
+
+/// The canonical directory of session @name, if it is directly inside the
+/// canonical @parent (no link or ".." leads elsewhere).
+fn session_dir(parent: &Path, name: &str) -> std::result::Result<PathBuf, String> {
+    if !single(name) {
+        return Err(format!("session {name:?}: not a plain name"));
+    }
+    let d = parent.join(name).canonicalize().map_err(|e| format!("{name}: {e}"))?;
+    if d.parent() != Some(parent) {
+        return Err(format!("{}: not directly below {}", d.display(), parent.display()));
+    }
+    Ok(d)
+}
+
 /// Reclaims of frozen sessions, shared between the loop and the reclaim
 /// thread.
 #[derive(Default)]
@@ -199,14 +222,9 @@ impl Reclaimer {
 
     fn reclaim_one(&self, name: &str, stop: &AtomicBool) {
         // the target is checked like every other write
-        let (Ok(root), Ok(parent)) = (self.root.canonicalize(), self.parent.canonicalize()) else { return };
-        if !single(name) || parent == root || !parent.starts_with(&root) {
-            return;
-        }
-        let Ok(dir) = parent.join(name).canonicalize() else { return };
-        if dir.parent() != Some(parent.as_path()) {
-            return;
-        }
+        let Ok(parent) = canonical_below(&self.root, &self.parent) else { return };
+        let Ok(dir) = session_dir(&parent, name) else { return };
+        let Ok(root) = self.root.canonicalize() else { return };
         let usage = || read(&dir, "memory.current").and_then(|t| bytes_of(&t)).unwrap_or(0);
         let before = usage();
         let (mut steps, mut why) = (0u32, "");
@@ -324,12 +342,7 @@ impl Arbiter {
     }
 
     fn canonical_parent(&self) -> std::result::Result<PathBuf, String> {
-        let root = self.root.canonicalize().map_err(|e| format!("{}: {e}", self.root.display()))?;
-        let parent = self.parent.canonicalize().map_err(|e| format!("{}: {e}", self.parent.display()))?;
-        if parent == root || !parent.starts_with(&root) {
-            return Err(format!("{} is not below {}", parent.display(), root.display()));
-        }
-        Ok(parent)
+        canonical_below(&self.root, &self.parent)
     }
 
     /// Write @value to @file of session @name (None: of the managed parent).
@@ -339,13 +352,7 @@ impl Arbiter {
         }
         let parent = self.canonical_parent()?;
         let dir = match name {
-            Some(n) => {
-                let d = parent.join(n).canonicalize().map_err(|e| format!("{n}: {e}"))?;
-                if d.parent() != Some(parent.as_path()) {
-                    return Err(format!("refusing to write {file} of {}: not directly below {}", d.display(), parent.display()));
-                }
-                d
-            }
+            Some(n) => session_dir(&parent, n).map_err(|e| format!("refusing to write {file}: {e}"))?,
             None => parent,
         };
         std::fs::OpenOptions::new()
