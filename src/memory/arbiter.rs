@@ -21,13 +21,10 @@ use libbpf_rs::{MapCore, MapFlags, MapHandle};
 use log::{info, warn};
 
 use super::{decide, fill_permille, hold_timing, oom_score_adj, pause_order, protection, protection_update, session_budget};
-use super::{kept_running, reclaim_line_pct, reclaim_step, RECLAIM_STEP};
+use super::{kept_running, reclaim_line_pct, reclaim_step, tick_ms, RECLAIM_STEP};
 use super::{Act, DecideState, MemoryConfig, SessionView};
 use crate::bpf_intf;
 use crate::policy::{Policy, StepClass};
-
-/// The loop's period.
-pub const TICK_MS: u64 = 10;
 
 /// Counters and per-session state for the stats.
 #[derive(Clone, Debug, Default, PartialEq, serde::Serialize)]
@@ -757,8 +754,9 @@ impl Arbiter {
         }
     }
 
-    /// One pass at @now (ms on the loop's clock).
-    pub fn tick(&mut self, now: u64, slow: bool) {
+    /// One pass at @now (ms on the loop's clock); returns the time to the
+    /// next pass (ms, [`tick_ms`]).
+    pub fn tick(&mut self, now: u64, slow: bool) -> u64 {
         if slow {
             self.scan();
             self.swap = swap_free();
@@ -823,6 +821,7 @@ impl Arbiter {
             self.set_mode(n, mode);
         }
         let fill = self.fill();
+        let next = tick_ms(&self.cfg, fill, &views);
         let acts = decide(&self.cfg, now, fill, self.swap, &self.order, &views, &mut self.dstate);
         for a in acts {
             self.act(a, now);
@@ -832,6 +831,7 @@ impl Arbiter {
             self.oom_prefs();
         }
         self.publish(fill);
+        next
     }
 
     fn publish(&self, fill: u32) {
@@ -927,8 +927,8 @@ impl Arbiter {
                     if slow {
                         next_slow = now + 250;
                     }
-                    self.tick(now, slow);
-                    std::thread::sleep(Duration::from_millis(TICK_MS));
+                    let next = self.tick(now, slow);
+                    std::thread::sleep(Duration::from_millis(next));
                 }
                 self.release_all();
             })

@@ -9,7 +9,7 @@
 . /lib/agentcg/lib.sh
 
 REPS=${1:-3}
-zram_swap 1G || fail "zram swap"
+zram_swap 1G lz4hc || fail "zram swap"
 P=agentcg
 cg_parent $P > /dev/null || fail "managed parent"
 cg_new $P/hog 100 > /dev/null && echo 48M > "$CG_ROOT/$P/hog/memory.high" || fail "hog session"

@@ -276,12 +276,18 @@ load_modules() {
     done
 }
 
-# zram_swap SIZE: swap on a zram device (needs run.sh --with-modules), so a
-# cgroup past memory.high reclaims and swaps (burning CPU) instead of only
-# sleeping in throttling.
+# zram_swap SIZE [ALGORITHM]: swap on a zram device (needs run.sh
+# --with-modules), so a cgroup past memory.high reclaims and swaps (burning
+# CPU) instead of only sleeping in throttling. ALGORITHM defaults to the
+# kernel's (lz4 on Debian's); the thrash tests ask for lz4hc, which compresses
+# several times slower, so that a thrashing cgroup burns plenty of CPU.
 zram_swap() {
     load_modules || return 1
     [ -e /sys/block/zram0 ] || return 1
-    grep -q lz4hc /sys/block/zram0/comp_algorithm 2>/dev/null && echo lz4hc > /sys/block/zram0/comp_algorithm
-    echo "$1" > /sys/block/zram0/disksize && mkswap /dev/zram0 > /dev/null && swapon /dev/zram0
+    if [ -n "$2" ]; then
+        grep -qw "$2" /sys/block/zram0/comp_algorithm || { log "zram: no $2 in $(cat /sys/block/zram0/comp_algorithm)"; return 1; }
+        echo "$2" > /sys/block/zram0/comp_algorithm || return 1
+    fi
+    echo "$1" > /sys/block/zram0/disksize && mkswap /dev/zram0 > /dev/null && swapon /dev/zram0 || return 1
+    log "zram: $1 of swap, compressor $(sed 's/.*\[\([^]]*\)\].*/\1/' /sys/block/zram0/comp_algorithm)"
 }

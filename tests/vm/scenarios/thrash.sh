@@ -9,7 +9,7 @@
 . /lib/agentcg/lib.sh
 . /lib/agentcg/measure.sh
 
-zram_swap 1G || fail "zram swap"
+zram_swap 1G lz4hc || fail "zram swap"
 P=agentcg
 cg_parent $P > /dev/null \
     || fail "managed parent"
