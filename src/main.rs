@@ -16,6 +16,7 @@ mod launcher;
 mod memcg_ops;
 mod memcg_ops_skel;
 mod memory;
+mod metrics;
 mod partial;
 mod policy;
 mod stats;
@@ -208,6 +209,13 @@ pub struct Opts {
     #[clap(long)]
     pub stats: Option<f64>,
 
+    /// Serve Prometheus metrics at http://ADDR/metrics (IP:PORT, e.g.
+    /// 127.0.0.1:9464; off by default): the scheduler's counters and the
+    /// per-cell, per-session (session, profile, class), per-step and
+    /// per-cgroup ones, from the same numbers as the stats.
+    #[clap(long, value_name = "ADDR", value_parser = metrics::parse_addr)]
+    pub metrics_addr: Option<std::net::SocketAddr>,
+
     /// Run in stats monitoring mode with the specified interval (seconds).
     /// The scheduler is not launched.
     #[clap(long)]
@@ -286,6 +294,12 @@ impl Opts {
             bail!(
                 "--mem-escalation and --mem-arbitration both freeze and kill sessions: use one \
                  (--mem-arbitration pauses sessions before they reach the limit; --mem-escalation reacts to pressure)"
+            );
+        }
+        if self.metrics_addr.is_some() && self.monitor.is_some() {
+            bail!(
+                "--metrics-addr serves the running scheduler's numbers and --monitor runs no scheduler: \
+                 give --metrics-addr to the scheduler's own command line"
             );
         }
         for (flag, v) in [("--stats", self.stats), ("--monitor", self.monitor)] {
@@ -370,6 +384,8 @@ struct Scheduler<'a> {
     arb_stats: Option<Arc<std::sync::Mutex<memory::arbiter::ArbitrationStats>>>,
     arb_policy: Option<Arc<std::sync::Mutex<Policy>>>,
     arb_thread: Option<std::thread::JoinHandle<()>>,
+    /// scrapes of --metrics-addr waiting for a snapshot
+    metrics_rx: Option<crossbeam::channel::Receiver<metrics::Request>>,
 }
 
 impl<'a> Scheduler<'a> {
@@ -637,6 +653,7 @@ impl<'a> Scheduler<'a> {
             arb_stats,
             arb_policy,
             arb_thread,
+            metrics_rx: None,
         };
         if sched.bw_poll.is_some() {
             sched.poll_bandwidth();
@@ -1034,6 +1051,7 @@ impl<'a> Scheduler<'a> {
         let (mut cells, mut steps) = (BTreeMap::new(), BTreeMap::new());
         let (mut applies, mut latency, mut rebalances) = (0, 0, 0);
         let mut sessions = Vec::new();
+        let mut session_profiles = BTreeMap::new();
         if let Some(m) = &self.cells {
             let bss = self.skel.maps.bss_data.as_ref().unwrap();
             for (id, name) in &m.last_plan.cell_names {
@@ -1070,7 +1088,12 @@ impl<'a> Scheduler<'a> {
             }
             for (id, name) in &m.last_plan.cell_names {
                 if *id != 0 {
-                    sessions.push(format!("{parent}/{name}"));
+                    let path = format!("{parent}/{name}");
+                    if let Some(i) = self.policy.resolve(&path, Some(name), None) {
+                        let p = &self.policy.profiles[i];
+                        session_profiles.insert(path.clone(), (p.name.clone(), p.class.as_str().to_string()));
+                    }
+                    sessions.push(path);
                 }
             }
             applies = m.nr_applies;
@@ -1085,6 +1108,7 @@ impl<'a> Scheduler<'a> {
         ];
         Snapshot {
             sessions,
+            session_profiles,
             memcg_ops: self.memcg_ops_state.clone(),
             escalation: self.esc_stats.as_ref().and_then(|h| h.lock().ok().map(|g| g.clone())),
             arbitration: self.arb_stats.as_ref().and_then(|h| h.lock().ok().map(|g| g.clone())),
@@ -1113,6 +1137,7 @@ impl<'a> Scheduler<'a> {
         let tick = self.bw_poll.unwrap_or(Duration::from_millis(250)).min(Duration::from_millis(250));
         let never = crossbeam::channel::never();
         let cells_rx = self.cells_rx.clone().unwrap_or_else(|| never.clone());
+        let metrics_rx = self.metrics_rx.clone().unwrap_or_else(crossbeam::channel::never);
         let mut next_poll = Instant::now();
         // the tree is rescanned now and then for what inotify cannot see
         // (cpu.weight, cpuset.cpus, step commands)
@@ -1161,6 +1186,11 @@ impl<'a> Scheduler<'a> {
                 recv(req_ch) -> r => {
                     r?;
                     res_ch.send(self.snapshot())?;
+                }
+                recv(metrics_rx) -> r => {
+                    if let Ok(tx) = r {
+                        let _ = tx.send(self.snapshot());
+                    }
                 }
                 recv(cells_rx) -> r => {
                     if r.is_ok() {
@@ -1364,9 +1394,15 @@ fn main() -> Result<()> {
         );
     }
 
+    // bound once: the address outlives scheduler restarts
+    let metrics_rx = match opts.metrics_addr {
+        Some(addr) => Some(metrics::spawn(addr, shutdown.clone())?),
+        None => None,
+    };
     let mut open_object = MaybeUninit::uninit();
     loop {
         let mut sched = Scheduler::init(&opts, &mut open_object)?;
+        sched.metrics_rx = metrics_rx.clone();
         if !sched.run(shutdown.clone())?.should_restart() {
             break;
         }
@@ -1444,6 +1480,11 @@ mod tests {
         assert!(o.verbose && o.help_stats);
         assert!(parse(&["-V"]).unwrap().version);
         assert!(parse(&["--monitor", "0.5"]).unwrap().monitor.is_some());
+        assert!(parse(&["--metrics-addr", "127.0.0.1:9464"]).unwrap().metrics_addr.is_some());
+        let e = parse(&["--metrics-addr", "127.0.0.1:9464", "--monitor", "1"]).unwrap_err().to_string();
+        assert!(e.contains("--monitor runs no scheduler"), "{e}");
+        let e = parse(&["--metrics-addr", "9464"]).unwrap_err().to_string();
+        assert!(e.contains("IP:PORT"), "{e}");
         assert_eq!(
             parse(&["--bandwidth-source", "cgroupfs"]).unwrap().bandwidth_source,
             BandwidthSource::Cgroupfs

@@ -254,6 +254,8 @@ pub struct Snapshot {
     /// session cgroups (paths below the cgroup2 root)
     pub sessions: Vec<String>,
     pub memcg_ops: String,
+    /// each session's profile and class (for the metrics' labels)
+    pub session_profiles: crate::metrics::SessionProfiles,
     pub escalation: Option<crate::escalation::EscalationStats>,
     pub arbitration: Option<crate::memory::arbiter::ArbitrationStats>,
 }

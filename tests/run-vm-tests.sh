@@ -40,6 +40,16 @@ fi
 
 # Header options of a scenario file ("# vm: ..."), word-split.
 header_opts() { head -n 10 "$1" | sed -n 's/^#[[:space:]]*vm:[[:space:]]*//p' | head -n1; }
+# Debian binaries a scenario needs in the VM, one header line each:
+#   # vm-deb: SUITE PACKAGE /PATH/OF/BINARY...  (tests/vm/debpkg.sh)
+# printed as the cached paths, for VM_EXTRA_BINS.
+header_debs() {
+    local line
+    head -n 10 "$1" | sed -n 's/^#[[:space:]]*vm-deb:[[:space:]]*//p' | while read -r line; do
+        # shellcheck disable=SC2086
+        "$HERE/vm/debpkg.sh" $line || return 1
+    done
+}
 
 passed=0 failed=0 summary=()
 for f in "${scenarios[@]}"; do
@@ -53,8 +63,14 @@ for f in "${scenarios[@]}"; do
     done
     echo "=== $name (${opts[*]:-defaults})"
     start=$(date +%s)
-    VM_LOG="$LOG_DIR/$name.log" "$HERE/vm/run.sh" "${run_opts[@]}" "$f" "${scen_args[@]}"
-    rc=$?
+    if bins=$(header_debs "$f"); then
+        VM_EXTRA_BINS="${VM_EXTRA_BINS:-} $(echo $bins)" VM_LOG="$LOG_DIR/$name.log" \
+            "$HERE/vm/run.sh" "${run_opts[@]}" "$f" "${scen_args[@]}"
+        rc=$?
+    else
+        echo "run-vm-tests: $name: cannot fetch the Debian packages its vm-deb header names" >&2
+        rc=1
+    fi
     secs=$(( $(date +%s) - start ))
     if [ $rc = 0 ]; then
         passed=$((passed + 1)); line="PASS: $name (${secs}s)"
