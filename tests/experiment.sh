@@ -64,6 +64,9 @@ memcg=${memcg:-"memcg_ops: not recorded by this run."}
 swapflag=""; [ "$SWAP" = 1 ] && swapflag=--swap
 target/release/agentcg-replay plot --out "docs/experiments/$NAME" "$out/results.jsonl" > /dev/null
 report=$(target/release/agentcg-replay report $swapflag --sched "$out/sched.jsonl" "$out/results.jsonl")
+# the compressor the guest's zram_swap logged
+zalg=$(last_boot | sed -n 's/.*zram: .* compressor \([a-z0-9-]*\).*/\1/p' | head -n 1)
+swapdesc="no swap"; [ "$SWAP" = 1 ] && swapdesc="1 GiB of zram swap (${zalg:-compressor not recorded})"
 window="the ${MAXDUR} s window of replay time that holds each trace's memory peak"
 [ "$WINDOW" = start ] && window="the first ${MAXDUR} s of replay time"
 
@@ -73,7 +76,7 @@ window="the ${MAXDUR} s window of replay time that holds each trace's memory pea
     echo "Command: \`EXP_HIGH=$HIGH EXP_LOW=$LOW EXP_SWAP=$SWAP EXP_WINDOW=$WINDOW EXP_TOTAL_MB=$TOTAL tests/experiment.sh\`"
     echo "($(date -u +%Y-%m-%d), scx_agentcg $(cat "$out/commit" 2>/dev/null || echo unknown), $REPS repetitions)."
     echo
-    echo "Setup: qemu TCG VM, 4 vCPUs, 2 GiB, kernel $KVER, $([ "$SWAP" = 1 ] && echo "1 GiB of zram swap" || echo "no swap"). One HIGH session replays"
+    echo "Setup: qemu TCG VM, 4 vCPUs, 2 GiB, kernel $KVER, $swapdesc. One HIGH session replays"
     echo "\`$HIGH\` and $LOWN LOW sessions replay \`$LOW\` (agentcg-replay, speed x$SPEED,"
     echo "$window), started together under a shared \`memory.max\` of $TOTAL MiB on"
     echo "their parent cgroup. Steps (tool calls) become step cgroups. Arms, interleaved:"

@@ -124,7 +124,7 @@ cg_thread() {
 }
 
 # within VALUE WANT PCT: VALUE within PCT percent (relative) of WANT.
-within() { awk -v v="$1" -v w="$2" -v p="$3" 'BEGIN { d = v - w; if (d < 0) d = -d; exit !(d <= w * p / 100) }'; }
+within() { [ -n "$1" ] && [ -n "$2" ] && awk -v v="$1" -v w="$2" -v p="$3" 'BEGIN { d = v - w; if (d < 0) d = -d; exit !(d <= w * p / 100) }'; }
 
 # cg_max CG "QUOTA PERIOD" [BURST]: set cpu.max (and cpu.max.burst).
 cg_max() {

@@ -209,6 +209,10 @@ for rec in false true; do
     sleep 4
     f2=$(mem $P/bg1 memory.current)
     log "reclaim = $rec: frozen bg1, peak $((f1 / M)) MiB, $((f2 / M)) MiB 4 s after the freeze; swap $(awk '/SwapFree/ { print $2 }' /proc/meminfo) kB free"
+    stats_json /tmp/sw.json
+    log "reclaim = $rec: $(sed -n 's/.*"mem_arbitration":{\([^}]*\)}.*/\1/p' /tmp/sw.json); hog alive: $(kill -0 $bg_pid 2>/dev/null && echo yes || echo no); $(tail -c 300 /tmp/hog_bg1.out | tr '\n' ' ')"
+    grep -E "froze|thaw|kill|reclaim|pushed" "$SCHED_LOG" | tail -n 6
+    check "reclaim = $rec: the background hog was not killed" sh -c "[ $(arb /tmp/sw.json killed) = 0 ] && kill -0 $bg_pid"
     if [ $rec = true ]; then
         check "reclaim: the frozen session's memory.current fell below half its peak" test "$f2" -lt $((f1 / 2))
         check "the log says what memory.reclaim pushed out" grep -q "memory.reclaim pushed out" "$SCHED_LOG"
@@ -242,14 +246,18 @@ for c in "pause = true|chat|held" "pause = false|chat|grows" "keep_one_running =
     agentcg-replay react --parent "$(cg_path $P)" --via bpf --reps 1 --rate-mb-s 40 --guard-pct 80 > /tmp/rx.out 2>&1
     rx=$(sed -n 1p /tmp/rx.out); log "react, $set1, $who: $rx"
     ms=$(echo "$rx" | sed -n 's/.*"reaction_ms":\([0-9.]*\).*/\1/p')
-    check "$set1 ($who): the hog crossed the guard line" sh -c "echo '$rx' | grep -q '\"crossed\":true'"
     if [ $want = held ]; then
+        # the scheduler may read the counter over the line (and hold the
+        # hog) before the hog reads it itself: held_below
+        check "$set1 ($who): the hog reached the guard line (read it, or was held within 1 % of it first)" \
+            sh -c "echo '$rx' | grep -q '\"crossed\":true\|\"held_below\":true'"
         # usually under 1 ms; tests/reaction.sh saw 3 of 10 at 35-49 ms
         # (docs/experiments/reaction.md), so the bound here is 100 ms, still
         # far from the off switch's >= 500 ms
         check "$set1 ($who): held, its allocations stopped within 100 ms of the crossing (${ms:-?} ms)" \
             sh -c "echo '$rx' | grep -q '\"stopped\":true' && awk -v m='${ms:-999}' 'BEGIN { exit !(m <= 100) }'"
     else
+        check "$set1 ($who): the hog crossed the guard line" sh -c "echo '$rx' | grep -q '\"crossed\":true'"
         check "$set1 ($who): not held, it grew on for the whole window (${ms:-?} ms)" \
             sh -c "echo '$rx' | grep -q '\"stopped\":false' && awk -v m='${ms:-0}' 'BEGIN { exit !(m >= 500) }'"
     fi

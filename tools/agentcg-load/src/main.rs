@@ -305,7 +305,10 @@ fn memhog(c: &Common, mb: usize, threads: usize, rate_mb_s: Option<f64>) -> Resu
     let (per_thread, secs) = run_workers(threads, c, move |i, stop| {
         let mut buf = vec![0u8; per];
         let mut sweeps = 0u64;
-        let mut v = i as u8;
+        // never 0: a page of zeroes is not memory the kernel must keep
+        // (THP splitting maps it to the zero page, zram stores it as a
+        // pattern), and the first sweep of thread 0 would write only zeroes
+        let mut v = (i % 255) as u8 + 1;
         let start = Instant::now();
         while !stop.is_set() {
             for off in (0..buf.len()).step_by(PAGE) {
@@ -322,7 +325,7 @@ fn memhog(c: &Common, mb: usize, threads: usize, rate_mb_s: Option<f64>) -> Resu
                     break;
                 }
             }
-            v = v.wrapping_add(1);
+            v = v % 255 + 1;
             sweeps += 1;
         }
         std::hint::black_box(&buf);

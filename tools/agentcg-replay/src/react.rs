@@ -112,6 +112,12 @@ pub struct Rep {
     pub overshoot_mb: f64,
     /// no chunk in the last 200 ms of the window: the hog was stopped
     pub stopped: bool,
+    /// stopped within NEAR_PCT of the line before the hog read it: the
+    /// crossing and the hold fell inside the chunk after its last stamp
+    /// (the holder read the counter first), so the reaction counts from
+    /// that stamp (0, at most one chunk's time by the hog's clock)
+    #[serde(default)]
+    pub held_below: bool,
 }
 
 /// The summary over the repetitions.
@@ -253,6 +259,21 @@ pub fn react_table(path: &Path, sched: Option<&Path>) -> Result<(), String> {
 
 /// From the chunk stamps: (reaction ns, overshoot chunks) after crossing
 /// chunk @cross, or None when it was never reached.
+/// The chunk the reaction counts from, and whether the hog was held below
+/// the line before it read it (see [`Rep::held_below`]): the chunk that
+/// read the line; else, for a hog stopped within NEAR_PCT of it, its last
+/// chunk (a hold, not memory.high's stall, which only `events` makes);
+/// else the chunk that read NEAR_PCT.
+pub fn cross_point(via: Via, cross: Option<usize>, near: Option<usize>, len: usize, stopped: bool) -> (Option<usize>, bool) {
+    if cross.is_some() {
+        return (cross, false);
+    }
+    if stopped && via != Via::Events && near.is_some() {
+        return (len.checked_sub(1), true);
+    }
+    (near, false)
+}
+
 pub fn measure(stamps: &[u64], cross: usize) -> Option<(u64, usize)> {
     let t = *stamps.get(cross)?;
     let last = *stamps.last()?;
@@ -573,7 +594,8 @@ fn one(o: &ReactOpts, rep: u32) -> Result<Rep, String> {
     rmdir_retry(&cg);
     let (fired, fired_at) = res?;
     let crossed = stamps.cross().is_some();
-    let cross = stamps.cross().or(stamps.near());
+    let stopped = snap.last().is_some_and(|&l| end.saturating_sub(l) >= 200_000_000);
+    let (cross, held_below) = cross_point(o.via, stamps.cross(), stamps.near(), snap.len(), stopped);
     let m = cross.and_then(|c| measure(&snap, c));
     let cross_t = cross.and_then(|c| snap.get(c).copied());
     let ms = |ns: i64| (ns as f64 / 1e4).round() / 100.0;
@@ -591,7 +613,8 @@ fn one(o: &ReactOpts, rep: u32) -> Result<Rep, String> {
         },
         reaction_ms: m.map(|(ns, _)| ms(ns as i64)),
         overshoot_mb: m.map_or(0.0, |(_, n)| (n * CHUNK) as f64 / (1 << 20) as f64),
-        stopped: snap.last().is_some_and(|&l| end.saturating_sub(l) >= 200_000_000),
+        stopped,
+        held_below,
     })
 }
 
@@ -633,6 +656,20 @@ mod tests {
     }
 
     #[test]
+    fn a_hog_held_before_it_read_the_line_counts_from_its_last_chunk() {
+        // read the line at chunk 7: from there
+        assert_eq!(cross_point(Via::Bpf, Some(7), Some(5), 9, true), (Some(7), false));
+        // held within NEAR_PCT, never read the line: its last chunk, 0 ms
+        assert_eq!(cross_point(Via::Bpf, None, Some(5), 9, true), (Some(8), true));
+        assert_eq!(cross_point(Via::Poll, None, Some(5), 9, true), (Some(8), true));
+        // memory.high stalls it at the line: the near chunk, as before
+        assert_eq!(cross_point(Via::Events, None, Some(5), 9, true), (Some(5), false));
+        // still growing at the end of the window: not held
+        assert_eq!(cross_point(Via::Bpf, None, Some(5), 9, false), (Some(5), false));
+        assert_eq!(cross_point(Via::Bpf, None, None, 9, true), (None, false));
+    }
+
+    #[test]
     fn avg10_parse_and_summary() {
         let t = "some avg10=3.50 avg60=0.10 avg300=0.00 total=123\nfull avg10=1.00 avg60=0.00 avg300=0.00 total=5\n";
         assert_eq!(some_avg10(t), 3.5);
@@ -649,6 +686,7 @@ mod tests {
             reaction_ms: Some(r),
             overshoot_mb: r / 10.0,
             stopped,
+            held_below: false,
         };
         let reps = [rep(2.0, true), rep(4.0, true), rep(30.0, false)];
         let t = table(&reps);
@@ -675,6 +713,7 @@ mod tests {
             reaction_ms: Some(41.5),
             overshoot_mb: 2.0,
             stopped: true,
+            held_below: false,
         };
         let views: Vec<SchedView> = [
             r#"{"load":"busy","rep":2,"arb":{"holds":1,"reaction_us_max":40100,"stop_us_max":300}}"#,
