@@ -19,6 +19,9 @@ mod memory;
 mod metrics;
 mod partial;
 mod policy;
+mod registry;
+mod registry_cli;
+mod registry_proto;
 mod stats;
 mod thrash;
 mod timerslack;
@@ -83,6 +86,9 @@ pub enum Command {
     /// Run a command as a step of an agent session:
     /// scx_agentcg run --session S [--step T] [--class C] -- CMD [ARGS]
     Run(launcher::RunArgs),
+    /// Talk to a running scheduler's session registry (--registry-socket):
+    /// scx_agentcg registry list | register --id ID --cgroup PATH --profile P | unregister --id ID | send
+    Registry(registry_cli::RegistryArgs),
 }
 
 #[derive(Debug, Parser)]
@@ -216,6 +222,15 @@ pub struct Opts {
     #[clap(long, value_name = "ADDR", value_parser = metrics::parse_addr)]
     pub metrics_addr: Option<std::net::SocketAddr>,
 
+    /// Accept sessions identified by a cgroup anywhere in the tree (a
+    /// container's scope) over this unix socket (root only, 0600): an OCI
+    /// hook (`scx_agentcg hook`), a node agent or `scx_agentcg registry`
+    /// registers them with a profile of the policy. Without a PATH:
+    /// /var/run/scx_agentcg/registry.sock. See docs/containers.md.
+    #[clap(long, value_name = "PATH", num_args = 0..=1,
+           default_missing_value = registry_proto::DEFAULT_SOCKET)]
+    pub registry_socket: Option<std::path::PathBuf>,
+
     /// Run in stats monitoring mode with the specified interval (seconds).
     /// The scheduler is not launched.
     #[clap(long)]
@@ -275,12 +290,20 @@ impl Opts {
         if self.system_cell_min_cpus == 0 {
             bail!("--system-cell-min-cpus 0: the system cell needs at least one CPU");
         }
-        if self.cell_parent_cgroup.is_none() {
+        if self.cell_parent_cgroup.is_none() && self.registry_socket.is_none() {
             for (flag, set) in [
-                ("--cell-exclude", !self.cell_exclude.is_empty()),
                 ("--enable-borrowing", self.enable_borrowing),
                 ("--enable-rebalancing", self.enable_rebalancing),
                 ("--partial", self.partial),
+            ] {
+                if set {
+                    bail!("{flag} needs sessions: --cell-parent-cgroup (a managed tree) or --registry-socket (registered cgroups)");
+                }
+            }
+        }
+        if self.cell_parent_cgroup.is_none() {
+            for (flag, set) in [
+                ("--cell-exclude", !self.cell_exclude.is_empty()),
                 ("--mem-escalation", self.mem_escalation),
                 ("--mem-arbitration", self.mem_arbitration),
                 ("--timer-slack-ns", self.timer_slack_ns != 0),
@@ -312,6 +335,11 @@ impl Opts {
         Ok(())
     }
 
+    /// Are there sessions at all: a managed parent or a registry.
+    pub fn has_sessions(&self) -> bool {
+        self.cell_parent_cgroup.is_some() || self.registry_socket.is_some()
+    }
+
     pub fn cgroup_slice_ns(&self) -> u64 {
         if self.cgroup_slice_us == 0 {
             self.slice_us * 1000
@@ -332,12 +360,12 @@ fn load_policy(path: Option<&std::path::Path>) -> Result<Policy> {
 /// Selectors pick steps of the sessions under --cell-parent-cgroup; without
 /// that tree they would match nothing, silently. A file with profiles and
 /// tables only ([thrash]) is fine on its own.
-fn check_policy_scope(policy: &Policy, has_cell_parent: bool) -> Result<()> {
-    if !has_cell_parent && !policy.selectors.is_empty() {
+fn check_policy_scope(policy: &Policy, has_sessions: bool) -> Result<()> {
+    if !has_sessions && !policy.selectors.is_empty() {
         bail!(
             "the policy file has {} [[select]] entries, but selectors only apply to the steps of \
-             sessions under --cell-parent-cgroup: add --cell-parent-cgroup DIR, or drop the \
-             selectors (a file with only profiles and [thrash] works without it)",
+             sessions (under --cell-parent-cgroup, or registered with --registry-socket): add one of \
+             those, or drop the selectors (a file with only profiles and [thrash] works without it)",
             policy.selectors.len()
         );
     }
@@ -386,6 +414,10 @@ struct Scheduler<'a> {
     arb_thread: Option<std::thread::JoinHandle<()>>,
     /// scrapes of --metrics-addr waiting for a snapshot
     metrics_rx: Option<crossbeam::channel::Receiver<metrics::Request>>,
+    /// --registry-socket: the registrations (kept across restarts: main
+    /// lends them to each Scheduler) and the requests waiting for an answer
+    registry: Option<registry::Registry>,
+    registry_rx: Option<crossbeam::channel::Receiver<registry::Pending>>,
 }
 
 impl<'a> Scheduler<'a> {
@@ -411,11 +443,11 @@ impl<'a> Scheduler<'a> {
         let open_opts = opts.libbpf.clone().into_bpf_open_opts();
         // everything from the user is checked before anything is loaded
         let policy = load_policy(opts.policy.as_deref())?;
-        check_policy_scope(&policy, opts.cell_parent_cgroup.is_some())?;
-        let cells = match &opts.cell_parent_cgroup {
-            Some(parent) => Some(CellManager::new(
+        check_policy_scope(&policy, opts.has_sessions())?;
+        let cells = match opts.has_sessions() {
+            true => Some(CellManager::new(
                 CellOpts {
-                    parent: parent.clone(),
+                    parent: opts.cell_parent_cgroup.clone(),
                     exclude: opts.cell_exclude.clone(),
                     max_cells: opts.max_cells,
                     system_min_cpus: opts.system_cell_min_cpus,
@@ -423,7 +455,7 @@ impl<'a> Scheduler<'a> {
                 },
                 std::path::Path::new(CGROUP2_ROOT),
             )?),
-            None => None,
+            false => None,
         };
 
         let memcg_probe = match memcg_ops::probe_memcg_ops() {
@@ -506,11 +538,9 @@ impl<'a> Scheduler<'a> {
         rodata.use_kernel_bandwidth = bw_source == BandwidthSource::Kernel;
         rodata.borrowing = opts.enable_borrowing;
         let guard_cgid = match (&cells, opts.mem_arbitration) {
-            (Some(m), true) => {
+            (Some(CellManager { dir: Some(dir), .. }), true) => {
                 use std::os::unix::fs::MetadataExt;
-                std::fs::metadata(&m.dir)
-                    .with_context(|| format!("--mem-arbitration: {}", m.dir.display()))?
-                    .ino()
+                std::fs::metadata(dir).with_context(|| format!("--mem-arbitration: {}", dir.display()))?.ino()
             }
             _ => 0,
         };
@@ -627,8 +657,8 @@ impl<'a> Scheduler<'a> {
             }
         }
 
-        let cells_rx = match &cells {
-            Some(m) => Some(cells::manager::spawn_watcher(m.dir.clone())?),
+        let cells_rx = match cells.as_ref().and_then(|m| m.dir.clone()) {
+            Some(dir) => Some(cells::manager::spawn_watcher(dir)?),
             None => None,
         };
         let mut sched = Self {
@@ -654,15 +684,21 @@ impl<'a> Scheduler<'a> {
             arb_policy,
             arb_thread,
             metrics_rx: None,
+            registry: None,
+            registry_rx: None,
         };
         if sched.bw_poll.is_some() {
             sched.poll_bandwidth();
         }
         sched.write_profiles()?;
         if let Some(m) = &sched.cells {
+            let whose = match (&m.dir, &opts.registry_socket) {
+                (Some(d), Some(_)) => format!("the children of {} and the registered cgroups", d.display()),
+                (Some(d), None) => format!("the children of {}", d.display()),
+                (None, _) => "the registered cgroups".to_string(),
+            };
             info!(
-                "cells: sessions are the children of {} (max {} cells, system cell >= {} CPUs, borrowing {}, rebalancing {}{})",
-                m.dir.display(),
+                "cells: sessions are {whose} (max {} cells, system cell >= {} CPUs, borrowing {}, rebalancing {}{})",
                 opts.max_cells,
                 opts.system_cell_min_cpus,
                 if opts.enable_borrowing { "on" } else { "off" },
@@ -709,8 +745,7 @@ impl<'a> Scheduler<'a> {
             info!("SIGHUP: no --policy file to reload");
             return;
         };
-        let has_cell_parent = self.opts.cell_parent_cgroup.is_some();
-        match load_policy(Some(&path)).and_then(|p| check_policy_scope(&p, has_cell_parent).map(|_| p)) {
+        match load_policy(Some(&path)).and_then(|p| check_policy_scope(&p, self.opts.has_sessions()).map(|_| p)) {
             Ok(p) => {
                 if let Some(h) = &self.esc_policy {
                     if let Ok(mut g) = h.lock() {
@@ -732,6 +767,14 @@ impl<'a> Scheduler<'a> {
                 self.policy.thrash = loaded_thrash;
                 if let Some(m) = self.memcg_ops_link.as_mut() {
                     m.set_curves(&self.policy);
+                }
+                let names: Vec<String> = self.policy.profiles.iter().map(|p| p.name.clone()).collect();
+                for e in self.registry.iter().flat_map(|r| r.without_profile(&names)) {
+                    warn!(
+                        "registry: session {} names profile {}, which the reloaded policy has no more: \
+                         it runs without a profile until it is registered with another",
+                        e.reg.session, e.reg.profile
+                    );
                 }
                 match self.write_profiles() {
                     Ok(()) => info!("policy {} reloaded ({} profiles)", path.display(), self.policy.profiles.len()),
@@ -769,7 +812,7 @@ impl<'a> Scheduler<'a> {
             if !interactive {
                 continue;
             }
-            let dir = m.dir.join(&sp.session).join(&sp.name);
+            let dir = m.root.join(&sp.session_rel).join(&sp.name);
             let (ok, _, errors) = timerslack::apply(timerslack::tids_of_cgroup(&dir).into_iter(), ns);
             if ok > 0 {
                 debug!("--timer-slack-ns: {} tasks of {}", ok, dir.display());
@@ -795,7 +838,18 @@ impl<'a> Scheduler<'a> {
             return;
         };
         m.debounce.clear(Instant::now());
-        let plan = match m.scan_and_plan(online, &self.policy) {
+        let registered: Vec<cells::manager::Registered> = self
+            .registry
+            .iter()
+            .flat_map(|r| r.entries())
+            .map(|e| cells::manager::Registered {
+                name: e.reg.session.clone(),
+                rel: e.rel.clone(),
+                ino: e.ino,
+                profile: e.reg.profile.clone(),
+            })
+            .collect();
+        let plan = match m.scan_and_plan(online, &self.policy, &registered) {
             Ok(p) => p,
             Err(e) => {
                 warn!("cells: {e:#}; keeping the current layout");
@@ -829,9 +883,46 @@ impl<'a> Scheduler<'a> {
         }
         m.last_plan = plan;
         if self.opts.partial {
-            partial::switch_tree(&m.dir);
+            self.switch_partial();
         }
         self.write_step_memory();
+    }
+
+    /// Answer one registry request; a change re-plans the cells at once.
+    fn registry_request(&mut self, req: &registry_proto::Request) -> registry_proto::Reply {
+        let Some(reg) = self.registry.as_mut() else {
+            return registry_proto::Reply::err("no registry");
+        };
+        let profiles: Vec<String> = self.policy.profiles.iter().map(|p| p.name.clone()).collect();
+        // the managed parent's children are its sessions already
+        let parent = self.cells.as_ref().map(|m| m.parent_rel().to_string()).unwrap_or_default();
+        let children: Vec<String> = match self.cells.as_ref().and_then(|m| m.dir.as_ref()) {
+            Some(d) => cells::scan_sessions(d).map(|v| v.into_iter().map(|s| s.name).collect()).unwrap_or_default(),
+            None => Vec::new(),
+        };
+        let taken = |name: &str, rel: &str| {
+            !parent.is_empty()
+                && (children.iter().any(|c| c == name) || rel.rsplit_once('/').is_some_and(|(p, _)| p == parent))
+        };
+        let (reply, changed) = reg.apply(req, &profiles, &taken);
+        if changed {
+            self.apply_cells(false);
+        }
+        reply
+    }
+
+    /// --partial: the managed tree's tasks and the registered sessions'
+    /// go to SCHED_EXT.
+    fn switch_partial(&self) {
+        let Some(m) = &self.cells else {
+            return;
+        };
+        if let Some(d) = &m.dir {
+            partial::switch_tree(d);
+        }
+        for e in self.registry.iter().flat_map(|r| r.entries()) {
+            partial::switch_tree(&m.root.join(&e.rel));
+        }
     }
 
     /// With the memcg BPF ops loaded: every step's class and protection
@@ -1069,11 +1160,10 @@ impl<'a> Scheduler<'a> {
                     },
                 );
             }
-            let parent = m.opts.parent.trim_matches('/');
             for sp in m.last_plan.steps.values() {
                 let key = format!("{}/{}", sp.session, sp.name);
                 let boosts = cgroups
-                    .get(&format!("{parent}/{key}"))
+                    .get(&format!("{}/{}", sp.session_rel, sp.name))
                     .map(|c| c.nr_boosts)
                     .unwrap_or(0);
                 steps.insert(
@@ -1088,8 +1178,18 @@ impl<'a> Scheduler<'a> {
             }
             for (id, name) in &m.last_plan.cell_names {
                 if *id != 0 {
-                    let path = format!("{parent}/{name}");
-                    if let Some(i) = self.policy.resolve(&path, Some(name), None) {
+                    let Some(path) = m.last_plan.cell_paths.get(id).cloned() else { continue };
+                    let registered = self
+                        .registry
+                        .iter()
+                        .flat_map(|r| r.entries())
+                        .find(|e| e.rel == path)
+                        .map(|e| self.policy.profile_index(&e.reg.profile));
+                    let prof = match registered {
+                        Some(i) => i,
+                        None => self.policy.resolve(&path, Some(name), None),
+                    };
+                    if let Some(i) = prof {
                         let p = &self.policy.profiles[i];
                         session_profiles.insert(path.clone(), (p.name.clone(), p.class.as_str().to_string()));
                     }
@@ -1138,6 +1238,8 @@ impl<'a> Scheduler<'a> {
         let never = crossbeam::channel::never();
         let cells_rx = self.cells_rx.clone().unwrap_or_else(|| never.clone());
         let metrics_rx = self.metrics_rx.clone().unwrap_or_else(crossbeam::channel::never);
+        let registry_rx = self.registry_rx.clone().unwrap_or_else(crossbeam::channel::never);
+        let mut next_prune = Instant::now();
         let mut next_poll = Instant::now();
         // the tree is rescanned now and then for what inotify cannot see
         // (cpu.weight, cpuset.cpus, step commands)
@@ -1161,6 +1263,15 @@ impl<'a> Scheduler<'a> {
                     next_poll = now + intv;
                 }
             }
+            if now >= next_prune {
+                // registered cgroups that are gone leave at once
+                if self.registry.as_mut().is_some_and(|r| !r.prune().is_empty()) {
+                    if let Some(m) = self.cells.as_mut() {
+                        m.event(now);
+                    }
+                }
+                next_prune = now + Duration::from_millis(250);
+            }
             if let Some(m) = &self.cells {
                 if m.debounce.due(now) {
                     self.apply_cells(false);
@@ -1168,9 +1279,7 @@ impl<'a> Scheduler<'a> {
                     self.apply_cells(false);
                     next_rescan = now + rescan;
                     if self.opts.partial {
-                        if let Some(m) = &self.cells {
-                            partial::switch_tree(&m.dir);
-                        }
+                        self.switch_partial();
                     }
                 }
                 if now >= next_rebalance {
@@ -1190,6 +1299,11 @@ impl<'a> Scheduler<'a> {
                 recv(metrics_rx) -> r => {
                     if let Ok(tx) = r {
                         let _ = tx.send(self.snapshot());
+                    }
+                }
+                recv(registry_rx) -> r => {
+                    if let Ok((req, tx)) = r {
+                        let _ = tx.send(self.registry_request(&req));
                     }
                 }
                 recv(cells_rx) -> r => {
@@ -1346,9 +1460,10 @@ fn main() -> Result<()> {
         return Ok(());
     }
     init_log(opts.verbose)?;
-    if let Some(Command::Run(args)) = &opts.command {
-        let code = launcher::run(args)?;
-        std::process::exit(code);
+    match &opts.command {
+        Some(Command::Run(args)) => std::process::exit(launcher::run(args)?),
+        Some(Command::Registry(args)) => std::process::exit(registry_cli::run(args)?),
+        None => {}
     }
     opts.validate()?;
     if opts.selftest_memcg_curve {
@@ -1399,11 +1514,24 @@ fn main() -> Result<()> {
         Some(addr) => Some(metrics::spawn(addr, shutdown.clone())?),
         None => None,
     };
+    // bound once too; the registrations survive a restart
+    let registry_rx = match &opts.registry_socket {
+        Some(path) => Some(registry::spawn(path, shutdown.clone())?),
+        None => None,
+    };
+    let mut reg = opts.registry_socket.as_ref().map(|_| registry::Registry::new(std::path::Path::new(CGROUP2_ROOT)));
     let mut open_object = MaybeUninit::uninit();
     loop {
         let mut sched = Scheduler::init(&opts, &mut open_object)?;
         sched.metrics_rx = metrics_rx.clone();
-        if !sched.run(shutdown.clone())?.should_restart() {
+        sched.registry = reg.take();
+        sched.registry_rx = registry_rx.clone();
+        if sched.registry.as_ref().is_some_and(|r| r.len() > 0) {
+            sched.apply_cells(true);
+        }
+        let ret = sched.run(shutdown.clone());
+        reg = sched.registry.take();
+        if !ret?.should_restart() {
             break;
         }
         info!("restarting {SCHEDULER_NAME} as the kernel asked");
@@ -1485,6 +1613,22 @@ mod tests {
         assert!(e.contains("--monitor runs no scheduler"), "{e}");
         let e = parse(&["--metrics-addr", "9464"]).unwrap_err().to_string();
         assert!(e.contains("IP:PORT"), "{e}");
+        let o = parse(&["--registry-socket"]).unwrap();
+        assert_eq!(o.registry_socket.as_deref(), Some(std::path::Path::new(registry_proto::DEFAULT_SOCKET)));
+        assert!(o.has_sessions());
+        // registered sessions are sessions: the cell flags work with them alone
+        assert!(parse(&["--registry-socket", "/tmp/r.sock", "--partial", "--enable-borrowing"]).is_ok());
+        let e = parse(&["--partial"]).unwrap_err().to_string();
+        assert!(e.contains("--cell-parent-cgroup (a managed tree) or --registry-socket"), "{e}");
+        let e = parse(&["--registry-socket", "/tmp/r.sock", "--mem-arbitration"]).unwrap_err().to_string();
+        assert!(e.contains("--mem-arbitration needs --cell-parent-cgroup"), "{e}");
+        assert!(matches!(
+            Opts::try_parse_from(["scx_agentcg", "registry", "register", "--id", "c1", "--cgroup", "/a", "--profile", "bg", "--label", "k=v"])
+                .unwrap()
+                .command,
+            Some(Command::Registry(_))
+        ));
+        assert!(Opts::try_parse_from(["scx_agentcg", "registry", "register", "--id", "c1", "--cgroup", "/a", "--profile", "bg", "--label", "kv"]).is_err());
         assert_eq!(
             parse(&["--bandwidth-source", "cgroupfs"]).unwrap().bandwidth_source,
             BandwidthSource::Cgroupfs

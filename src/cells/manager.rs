@@ -21,7 +21,7 @@ use anyhow::{bail, Context, Result};
 
 use super::{
     scan_sessions, split_cpus, step_masks, CellTable, CpuSet, Debounce, Rebalancer, Reservation,
-    SessionReq, StepReq, StepShare,
+    SessionDir, SessionReq, StepReq, StepShare,
 };
 use crate::bpf_intf;
 use crate::policy::{CpuShare, Policy};
@@ -51,6 +51,12 @@ pub struct StepDir {
 #[derive(Clone, Debug, PartialEq)]
 pub struct SessionScan {
     pub name: String,
+    /// its path relative to the cgroup2 root (what selectors match)
+    pub rel: String,
+    /// its depth below the root: the level herd control stops at
+    pub level: u32,
+    /// the profile its registration names (src/registry.rs), over selectors
+    pub profile: Option<String>,
     pub ino: u64,
     pub cell: Option<u32>,
     pub weight: u32,
@@ -62,6 +68,8 @@ pub struct SessionScan {
 #[derive(Clone, Debug, PartialEq)]
 pub struct StepPlan {
     pub session: String,
+    /// the session's path relative to the cgroup2 root
+    pub session_rel: String,
     pub name: String,
     pub cpus: usize,
     pub reservation: String,
@@ -78,6 +86,8 @@ pub struct Plan {
     pub assign: BTreeMap<u64, CgroupAssign>,
     /// cell id -> session name ("system" for cell 0)
     pub cell_names: BTreeMap<u32, String>,
+    /// cell id -> the session's path relative to the cgroup2 root
+    pub cell_paths: BTreeMap<u32, String>,
     pub steps: BTreeMap<u64, StepPlan>,
     pub notes: Vec<String>,
 }
@@ -107,10 +117,6 @@ impl Plan {
 pub struct PlanCfg<'a> {
     pub online: CpuSet,
     pub system_min: usize,
-    /// level of the managed parent (components below the cgroup2 root)
-    pub parent_level: u32,
-    /// path of the managed parent relative to the cgroup2 root
-    pub parent_rel: &'a str,
     pub policy: &'a Policy,
     /// per-cell demand from the rebalancer (cell id -> CPUs), if any
     pub demand: Option<&'a BTreeMap<u32, f64>>,
@@ -153,11 +159,14 @@ pub fn plan(cfg: &PlanCfg, sessions: &[SessionScan]) -> Plan {
     out.domain_cell = (0..nr_cells).collect();
     out.domains[0] = split.system;
     out.cell_names.insert(0, "system".into());
-    let session_level = cfg.parent_level + 1;
 
     for s in sessions {
-        let rel = format!("{}/{}", cfg.parent_rel, s.name);
-        let sprof = profile_for(cfg.policy, &rel, &s.name, None, None);
+        let rel = s.rel.clone();
+        let session_level = s.level;
+        let sprof = match &s.profile {
+            Some(name) => cfg.policy.profiles.iter().position(|p| &p.name == name),
+            None => profile_for(cfg.policy, &rel, &s.name, None, None),
+        };
         let (cell, mask) = match s.cell.and_then(|c| {
             placed
                 .iter()
@@ -174,6 +183,7 @@ pub fn plan(cfg: &PlanCfg, sessions: &[SessionScan]) -> Plan {
         if cell != 0 {
             out.domains[cell as usize] = mask;
             out.cell_names.insert(cell, s.name.clone());
+            out.cell_paths.insert(cell, rel.clone());
         }
         out.assign.insert(
             s.ino,
@@ -266,6 +276,7 @@ pub fn plan(cfg: &PlanCfg, sessions: &[SessionScan]) -> Plan {
                 st.ino,
                 StepPlan {
                     session: s.name.clone(),
+                    session_rel: rel.clone(),
                     name: st.name.clone(),
                     cpus,
                     reservation,
@@ -339,7 +350,9 @@ pub fn scan_steps(session_dir: &Path) -> Vec<StepDir> {
 /// Options of the cells feature (from the command line).
 #[derive(Clone, Debug)]
 pub struct CellOpts {
-    pub parent: String,
+    /// --cell-parent-cgroup: its children are sessions (None: only
+    /// registered sessions)
+    pub parent: Option<String>,
     pub exclude: Vec<String>,
     pub max_cells: u32,
     pub system_min_cpus: usize,
@@ -377,7 +390,10 @@ pub fn validate_parent(root: &Path, parent: &str) -> Result<PathBuf> {
 /// Manager state kept across applies.
 pub struct CellManager {
     pub opts: CellOpts,
-    pub dir: PathBuf,
+    /// the cgroup2 mount
+    pub root: PathBuf,
+    /// the managed parent's directory and level, if there is one
+    pub dir: Option<PathBuf>,
     pub parent_level: u32,
     pub table: CellTable,
     pub debounce: Debounce,
@@ -394,11 +410,15 @@ pub struct CellManager {
 
 impl CellManager {
     pub fn new(opts: CellOpts, root: &Path) -> Result<Self> {
-        let dir = validate_parent(root, &opts.parent)?;
-        let parent_level = opts.parent.trim_matches('/').split('/').count() as u32;
+        let dir = match &opts.parent {
+            Some(p) => Some(validate_parent(root, p)?),
+            None => None,
+        };
+        let parent_level = opts.parent.as_deref().map_or(0, |p| p.trim_matches('/').split('/').count() as u32);
         let table = CellTable::new(opts.max_cells, opts.exclude.clone());
         Ok(Self {
             opts,
+            root: root.to_path_buf(),
             dir,
             parent_level,
             table,
@@ -423,10 +443,51 @@ impl CellManager {
         self.debounce.event(now);
     }
 
-    /// Scan the tree and compute the layout.
-    pub fn scan_and_plan(&mut self, online: CpuSet, policy: &Policy) -> Result<Plan> {
-        let listing = scan_sessions(&self.dir)
-            .with_context(|| format!("reading the managed parent {}", self.dir.display()))?;
+    /// The managed parent relative to the cgroup2 root ("" without one).
+    pub fn parent_rel(&self) -> &str {
+        self.opts.parent.as_deref().unwrap_or("").trim_matches('/')
+    }
+
+    /// Scan the managed parent, add the @registered sessions, and compute
+    /// the layout. A registered cgroup that is also a child of the parent
+    /// is the parent's (the registry refuses such names up front).
+    pub fn scan_and_plan(&mut self, online: CpuSet, policy: &Policy, registered: &[Registered]) -> Result<Plan> {
+        let mut listing = match &self.dir {
+            Some(d) => scan_sessions(d).with_context(|| format!("reading the managed parent {}", d.display()))?,
+            None => Vec::new(),
+        };
+        let parent_rel = self.parent_rel().to_string();
+        let mut scans: Vec<SessionScan> = listing
+            .iter()
+            .map(|sd| SessionScan {
+                name: sd.name.clone(),
+                rel: format!("{parent_rel}/{}", sd.name),
+                level: self.parent_level + 1,
+                profile: None,
+                ino: sd.ino,
+                cell: None,
+                weight: 100,
+                cpuset: None,
+                steps: Vec::new(),
+            })
+            .collect();
+        for r in registered {
+            if listing.iter().any(|sd| sd.ino == r.ino || sd.name == r.name) {
+                continue;
+            }
+            listing.push(SessionDir { name: r.name.clone(), ino: r.ino });
+            scans.push(SessionScan {
+                name: r.name.clone(),
+                rel: r.rel.clone(),
+                level: r.rel.split('/').count() as u32,
+                profile: Some(r.profile.clone()),
+                ino: r.ino,
+                cell: None,
+                weight: 100,
+                cpuset: None,
+                steps: Vec::new(),
+            });
+        }
         let changes = self.table.reconcile(&listing);
         for n in &changes.not_placed {
             log::warn!("session {n}: no cell left (--max-cells {}): it runs in the system cell", self.opts.max_cells);
@@ -437,31 +498,32 @@ impl CellManager {
         for (name, _, cell) in &changes.removed {
             log::debug!("session {name} is gone: cell {cell} freed");
         }
-        let sessions: Vec<SessionScan> = listing
-            .iter()
-            .map(|sd| {
-                let path = self.dir.join(&sd.name);
-                let (weight, cpuset) = read_session(&path);
-                SessionScan {
-                    name: sd.name.clone(),
-                    ino: sd.ino,
-                    cell: self.table.cell_of(sd.ino),
-                    weight,
-                    cpuset,
-                    steps: scan_steps(&path),
-                }
-            })
-            .collect();
+        for sc in &mut scans {
+            let path = self.root.join(&sc.rel);
+            let (weight, cpuset) = read_session(&path);
+            sc.cell = self.table.cell_of(sc.ino);
+            sc.weight = weight;
+            sc.cpuset = cpuset;
+            sc.steps = scan_steps(&path);
+        }
         let cfg = PlanCfg {
             online,
             system_min: self.opts.system_min_cpus,
-            parent_level: self.parent_level,
-            parent_rel: self.opts.parent.trim_matches('/'),
             policy,
             demand: self.demand.as_ref(),
         };
-        Ok(plan(&cfg, &sessions))
+        Ok(plan(&cfg, &scans))
     }
+}
+
+/// A session from the registry, as the cells see it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Registered {
+    pub name: String,
+    /// its cgroup relative to the cgroup2 root
+    pub rel: String,
+    pub ino: u64,
+    pub profile: String,
 }
 
 /// Watch the managed parent and its sessions for created and removed
@@ -580,7 +642,17 @@ mod tests {
     }
 
     fn session(name: &str, ino: u64, cell: Option<u32>, steps: Vec<StepDir>) -> SessionScan {
-        SessionScan { name: name.into(), ino, cell, weight: 100, cpuset: None, steps }
+        SessionScan {
+            name: name.into(),
+            rel: format!("agentcg/{name}"),
+            level: 2,
+            profile: None,
+            ino,
+            cell,
+            weight: 100,
+            cpuset: None,
+            steps,
+        }
     }
 
     fn step(name: &str, ino: u64, class: Option<&str>) -> StepDir {
@@ -593,8 +665,6 @@ mod tests {
         let cfg = PlanCfg {
             online: set("0-7"),
             system_min: 2,
-            parent_level: 1,
-            parent_rel: "agentcg",
             policy: &policy,
             demand: None,
         };
@@ -639,8 +709,6 @@ path = "agentcg/*/ex_*"
         let cfg = PlanCfg {
             online: set("0-7"),
             system_min: 0,
-            parent_level: 1,
-            parent_rel: "agentcg",
             policy: &policy,
             demand: None,
         };
@@ -671,5 +739,35 @@ path = "agentcg/*/ex_*"
         assert_eq!(p.steps[&12].reservation, "granted 1");
         // the class recorded by the launcher picks a profile of that class
         assert_eq!(p.steps[&11].profile.as_deref(), Some("bg"));
+    }
+
+    #[test]
+    fn a_registered_session_anywhere_gets_its_profile_and_its_own_level() {
+        let text = r#"
+[profile.bg]
+class = "background"
+[profile.chat]
+class = "interactive"
+[[select]]
+profile = "chat"
+path = "kubepods.slice/*/*"
+"#;
+        let policy = Policy::parse_str(text, "t.toml").unwrap();
+        let cfg = PlanCfg { online: set("0-7"), system_min: 2, policy: &policy, demand: None };
+        let mut s = session("pod-a", 40, Some(1), vec![step("tool", 41, None)]);
+        s.rel = "kubepods.slice/pod1/cri-c1".into();
+        s.level = 3;
+        s.profile = Some("bg".into());
+        let p = plan(&cfg, &[s.clone()]);
+        // the registration's profile (bg, the first) wins over the selector
+        assert_eq!(p.assign[&40], CgroupAssign { cell: 1, domain: 1, profile: 1, herd_level: 3 });
+        assert_eq!(p.assign[&41].profile, 1, "its steps inherit it");
+        assert_eq!(p.assign[&41].herd_level, 3);
+        assert_eq!(p.cell_names[&1], "pod-a");
+        assert_eq!(p.cell_paths[&1], "kubepods.slice/pod1/cri-c1");
+        assert_eq!(p.steps[&41].session_rel, "kubepods.slice/pod1/cri-c1");
+        // a profile the policy lost: none, not another one
+        s.profile = Some("gone".into());
+        assert_eq!(plan(&cfg, &[s]).assign[&40].profile, 0);
     }
 }

@@ -38,8 +38,8 @@ done <<'EOF'
 --max-cells 1|--max-cells 1 is out of range
 --max-cells 65|--max-cells 65 is out of range
 --system-cell-min-cpus 0|--system-cell-min-cpus 0
---enable-borrowing|--enable-borrowing needs --cell-parent-cgroup
---partial|--partial needs --cell-parent-cgroup
+--enable-borrowing|--enable-borrowing needs sessions: --cell-parent-cgroup
+--partial|--partial needs sessions: --cell-parent-cgroup (a managed tree) or --registry-socket
 --cell-exclude x|--cell-exclude needs --cell-parent-cgroup
 --cell-parent-cgroup /abs|is not a path relative to the cgroup2 root
 --cell-parent-cgroup ../x|is not a path relative to the cgroup2 root
@@ -53,7 +53,7 @@ done <<'EOF'
 --policy /tmp/p6.toml|/tmp/p6.toml:9: selectors at lines 6 and 9 both match
 --policy /tmp/p7.toml|/tmp/p7.toml:1:
 --policy /tmp/p8.toml|/tmp/p8.toml:3: a selector needs exactly one of path, session or comm
---policy /tmp/p9.toml|selectors only apply to the steps of sessions under --cell-parent-cgroup
+--policy /tmp/p9.toml|selectors only apply to the steps of sessions (under --cell-parent-cgroup, or registered
 --no-such-flag|unexpected argument '--no-such-flag'
 EOF
 
