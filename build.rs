@@ -55,4 +55,10 @@ fn main() {
         .enable_skel("src/bpf/memcg_ops.bpf.c", "memcg_ops")
         .build()
         .unwrap();
+    // --observe: tracepoints only, loaded instead of the scheduler
+    scx_cargo::BpfBuilder::new()
+        .unwrap()
+        .enable_skel("src/bpf/observe.bpf.c", "observe")
+        .build()
+        .unwrap();
 }

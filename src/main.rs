@@ -17,6 +17,8 @@ mod memcg_ops;
 mod memcg_ops_skel;
 mod memory;
 mod metrics;
+mod observe;
+mod observe_skel;
 mod partial;
 mod policy;
 mod registry;
@@ -222,6 +224,14 @@ pub struct Opts {
     #[clap(long, value_name = "ADDR", value_parser = metrics::parse_addr)]
     pub metrics_addr: Option<std::net::SocketAddr>,
 
+    /// Observe only: attach no scheduler and write no cgroup file; count
+    /// the sessions' CPU time, wake-ups, wake-to-run latency and activity
+    /// from the scheduler tracepoints and read their memory and pressure,
+    /// for the stats, --monitor and --metrics-addr. Enforcing is a restart
+    /// without this flag. See src/observe.rs for what it does not have.
+    #[clap(long)]
+    pub observe: bool,
+
     /// Accept sessions identified by a cgroup anywhere in the tree (a
     /// container's scope) over this unix socket (root only, 0600): an OCI
     /// hook (`scx_agentcg hook`), a node agent or `scx_agentcg registry`
@@ -313,6 +323,21 @@ impl Opts {
                 }
             }
         }
+        if self.observe {
+            for (flag, set) in [
+                ("--mem-escalation", self.mem_escalation),
+                ("--mem-arbitration", self.mem_arbitration),
+                ("--partial", self.partial),
+                ("--timer-slack-ns", self.timer_slack_ns != 0),
+                ("--enable-borrowing", self.enable_borrowing),
+                ("--enable-rebalancing", self.enable_rebalancing),
+                ("--memcg-ops on", self.memcg_ops == memcg_ops::MemcgOpsMode::On),
+            ] {
+                if set {
+                    bail!("{flag} acts on the system and --observe changes nothing: drop one of them");
+                }
+            }
+        }
         if self.mem_escalation && self.mem_arbitration {
             bail!(
                 "--mem-escalation and --mem-arbitration both freeze and kill sessions: use one \
@@ -346,6 +371,15 @@ impl Opts {
         } else {
             self.cgroup_slice_us * 1000
         }
+    }
+}
+
+/// Only root (scxtop, --monitor as root) may talk to the scheduler.
+fn restrict_stats_socket() {
+    use std::os::unix::fs::PermissionsExt;
+    let sock = std::path::Path::new(STATS_SOCKET);
+    if let Err(e) = std::fs::set_permissions(sock, std::fs::Permissions::from_mode(0o600)) {
+        warn!("{}: cannot restrict permissions: {e}", sock.display());
     }
 }
 
@@ -648,14 +682,7 @@ impl<'a> Scheduler<'a> {
         let stats_server = StatsServer::new(stats::server_data())
             .launch()
             .context("starting the stats server")?;
-        // only root (scxtop, --monitor as root) may talk to the scheduler
-        {
-            use std::os::unix::fs::PermissionsExt;
-            let sock = std::path::Path::new(STATS_SOCKET);
-            if let Err(e) = std::fs::set_permissions(sock, std::fs::Permissions::from_mode(0o600)) {
-                warn!("{}: cannot restrict permissions: {e}", sock.display());
-            }
-        }
+        restrict_stats_socket();
 
         let cells_rx = match cells.as_ref().and_then(|m| m.dir.clone()) {
             Some(dir) => Some(cells::manager::spawn_watcher(dir)?),
@@ -900,11 +927,7 @@ impl<'a> Scheduler<'a> {
             Some(d) => cells::scan_sessions(d).map(|v| v.into_iter().map(|s| s.name).collect()).unwrap_or_default(),
             None => Vec::new(),
         };
-        let taken = |name: &str, rel: &str| {
-            !parent.is_empty()
-                && (children.iter().any(|c| c == name) || rel.rsplit_once('/').is_some_and(|(p, _)| p == parent))
-        };
-        let (reply, changed) = reg.apply(req, &profiles, &taken);
+        let (reply, changed) = reg.apply(req, &profiles, &registry::taken_by_parent(&parent, &children));
         if changed {
             self.apply_cells(false);
         }
@@ -1095,9 +1118,9 @@ impl<'a> Scheduler<'a> {
                 runnable += 1;
             }
             let (up, down, act_ns, idle_ns, act_now) = cgroups::activity_now(
-                c.act_active_at,
-                c.act_idle_at,
-                (c.act_nr_up, c.act_nr_down, c.act_active_ns, c.act_idle_ns),
+                c.act.active_at,
+                c.act.idle_at,
+                (c.act.nr_up, c.act.nr_down, c.act.active_ns, c.act.idle_ns),
                 now,
                 bpf_intf::agentcg_consts_AGENTCG_ACT_DEBOUNCE_NS as u64,
             );
@@ -1209,6 +1232,8 @@ impl<'a> Scheduler<'a> {
         Snapshot {
             sessions,
             session_profiles,
+            mode: "schedule".into(),
+            observed: BTreeMap::new(),
             memcg_ops: self.memcg_ops_state.clone(),
             escalation: self.esc_stats.as_ref().and_then(|h| h.lock().ok().map(|g| g.clone())),
             arbitration: self.arb_stats.as_ref().and_then(|h| h.lock().ok().map(|g| g.clone())),
@@ -1520,6 +1545,10 @@ fn main() -> Result<()> {
         None => None,
     };
     let mut reg = opts.registry_socket.as_ref().map(|_| registry::Registry::new(std::path::Path::new(CGROUP2_ROOT)));
+    if opts.observe {
+        let mut r = reg.unwrap_or_else(|| registry::Registry::new(std::path::Path::new(CGROUP2_ROOT)));
+        return observe::run(&opts, shutdown, metrics_rx, &mut r, registry_rx);
+    }
     let mut open_object = MaybeUninit::uninit();
     loop {
         let mut sched = Scheduler::init(&opts, &mut open_object)?;

@@ -239,6 +239,39 @@ pub fn registry(snap: &Snapshot, profiles: &SessionProfiles) -> Registry {
     b.gauge_family("session_memory_min_bytes", "--mem-arbitration: memory.min given to the session", min);
     b.counter_family("session_mem_holds", "--mem-arbitration: times the session was held back", holds);
 
+    // --observe: the tracepoints' and cgroup files' view of each session
+    let mode = if snap.mode.is_empty() { "schedule" } else { snap.mode.as_str() };
+    b.gauge_family(
+        "mode",
+        "What this process does: schedule (the scheduler is attached) or observe (--observe) as a label, value 1",
+        vec![(labels(&[("mode", mode)]), 1)],
+    );
+    if !snap.observed.is_empty() {
+        let rows = |f: &dyn Fn(&crate::stats::ObservedSample) -> u64| -> Vec<(Labels, u64)> {
+            snap.observed.iter().map(|(p, o)| (sess_labels(p), f(o))).collect()
+        };
+        let rows_f = |f: &dyn Fn(&crate::stats::ObservedSample) -> f64| -> Vec<(Labels, f64)> {
+            snap.observed.iter().map(|(p, o)| (sess_labels(p), f(o))).collect()
+        };
+        b.counter_family("session_wakeups", "--observe: wake-ups of the session's tasks", rows(&|o| o.wakeups));
+        b.seconds_family("session_wake_latency_sum", "--observe: wake-to-run time, summed over the measured wake-ups", rows(&|o| o.wake_lat_ns));
+        b.counter_family("session_wake_latency_count", "--observe: wake-ups whose wake-to-run time was measured", rows(&|o| o.wake_lat_n));
+        b.gauge_family_f("session_wake_latency_max_seconds", "--observe: largest wake-to-run time", rows_f(&|o| o.wake_lat_max_ns as f64 / 1e9));
+        b.gauge_family("session_memory_current_bytes", "--observe: memory.current", rows(&|o| o.mem_current).into_iter().map(|(l, v)| (l, v as i64)).collect());
+        let mut ev = Vec::new();
+        for (p, o) in &snap.observed {
+            for (k, v) in &o.mem_events {
+                let mut l = sess_labels(p);
+                l.push(("event".into(), k.clone()));
+                ev.push((l, *v));
+            }
+        }
+        b.counter_family("session_memory_events", "--observe: memory.events counters (event label)", ev);
+        b.gauge_family_f("session_memory_pressure_some_avg10_ratio", "--observe: memory.pressure some avg10", rows_f(&|o| o.mem_some_avg10 / 100.0));
+        b.seconds_family("session_memory_pressure_some", "--observe: memory.pressure some total", rows(&|o| o.mem_some_total_us * 1000));
+        b.gauge_family_f("session_cpu_pressure_some_avg10_ratio", "--observe: cpu.pressure some avg10", rows_f(&|o| o.cpu_some_avg10 / 100.0));
+    }
+
     // steps
     let step_labels = |n: &str, p: &str| labels(&[("step", n), ("profile", p)]);
     b.gauge_family(
@@ -451,6 +484,41 @@ mod tests {
         assert!(om.ends_with("# EOF\n"), "{om}");
         // OpenMetrics names the counter family without its _total sample suffix
         assert!(om.contains("# TYPE scx_agentcg_dispatches counter\n"), "{om}");
+    }
+
+    #[test]
+    fn an_observation_has_wakeup_memory_and_mode_rows() {
+        let mut s = snap();
+        s.mode = "observe".into();
+        s.observed.insert(
+            "agentcg/chat".into(),
+            crate::stats::ObservedSample {
+                wakeups: 40,
+                wake_lat_n: 4,
+                wake_lat_ns: 2_000_000,
+                wake_lat_max_ns: 1_500_000,
+                mem_current: 64 << 20,
+                mem_events: [("oom_kill".to_string(), 1)].into_iter().collect(),
+                mem_some_avg10: 12.5,
+                ..Default::default()
+            },
+        );
+        let body = encode(&registry(&s, &s.session_profiles), false);
+        let l = "{session=\"agentcg/chat\",profile=\"chat\",class=\"interactive\"";
+        for want in [
+            "scx_agentcg_mode{mode=\"observe\"} 1".to_string(),
+            format!("scx_agentcg_session_wakeups_total{l}}} 40"),
+            format!("scx_agentcg_session_wake_latency_sum_seconds_total{l}}} 0.002"),
+            format!("scx_agentcg_session_wake_latency_count_total{l}}} 4"),
+            format!("scx_agentcg_session_memory_current_bytes{l}}} 67108864"),
+            format!("scx_agentcg_session_memory_events_total{l},event=\"oom_kill\"}} 1"),
+            format!("scx_agentcg_session_memory_pressure_some_avg10_ratio{l}}} 0.125"),
+        ] {
+            assert!(body.contains(&want), "missing {want:?} in:\n{body}");
+        }
+        let plain = encode(&registry(&snap(), &s.session_profiles), false);
+        assert!(plain.contains("scx_agentcg_mode{mode=\"schedule\"} 1"), "{plain}");
+        assert!(!plain.contains("session_wakeups"), "{plain}");
     }
 
     #[test]

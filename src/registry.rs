@@ -196,6 +196,16 @@ impl Registry {
     }
 }
 
+/// The `taken` check of [`Registry::apply`] for a managed parent @parent
+/// (relative to the root, "" for none) with children @children: a name
+/// of one of them, or a cgroup directly below the parent.
+pub fn taken_by_parent<'a>(parent: &'a str, children: &'a [String]) -> impl Fn(&str, &str) -> bool + 'a {
+    move |name: &str, rel: &str| {
+        !parent.is_empty()
+            && (children.iter().any(|c| c == name) || rel.rsplit_once('/').is_some_and(|(p, _)| p == parent))
+    }
+}
+
 /// A request from the socket thread and where its reply goes.
 pub type Pending = (Request, Sender<Reply>);
 

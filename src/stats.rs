@@ -116,6 +116,32 @@ pub struct MemoryMetrics {
 
 #[stat_doc]
 #[derive(Clone, Debug, Default, Serialize, Deserialize, Stats)]
+#[stat(_om_prefix = "obs_", _om_label = "session")]
+pub struct ObservedMetrics {
+    #[stat(desc = "Wake-ups of the session's tasks since start")]
+    pub wakeups: u64,
+    #[stat(desc = "Wake-to-run latency since start, mean (us)")]
+    pub wake_lat_avg_us: u64,
+    #[stat(desc = "Wake-to-run latency since start, largest (us)")]
+    pub wake_lat_max_us: u64,
+    #[stat(desc = "memory.current (MiB)")]
+    pub mem_current_mb: u64,
+    #[stat(desc = "memory.events high (times over memory.high)")]
+    pub mem_high: u64,
+    #[stat(desc = "memory.events max (times at memory.max)")]
+    pub mem_max: u64,
+    #[stat(desc = "memory.events oom_kill")]
+    pub mem_oom_kill: u64,
+    #[stat(desc = "memory.pressure some avg10 (%)")]
+    pub mem_some_avg10: f64,
+    #[stat(desc = "memory.pressure some total (ms)")]
+    pub mem_some_total_ms: u64,
+    #[stat(desc = "cpu.pressure some avg10 (%)")]
+    pub cpu_some_avg10: f64,
+}
+
+#[stat_doc]
+#[derive(Clone, Debug, Default, Serialize, Deserialize, Stats)]
 #[stat(_om_prefix = "sess_", _om_label = "session")]
 pub struct SessionMetrics {
     #[stat(desc = "Active now (a task of the session runnable) (1) or idle (0)")]
@@ -230,8 +256,44 @@ pub struct Metrics {
     pub sessions: BTreeMap<String, SessionMetrics>,
     #[stat(desc = "--mem-escalation since start: sessions throttled, frozen, thawed, killed, failed writes")]
     pub mem_escalation: BTreeMap<String, u64>,
+    #[stat(desc = "schedule (the scheduler is attached) or observe (--observe: nothing attached, no cgroup file written)")]
+    pub mode: String,
+    #[stat(desc = "--observe: per session, from the sched_switch/sched_wakeup tracepoints and its cgroup files")]
+    pub observed: BTreeMap<String, ObservedMetrics>,
     #[stat(desc = "--mem-arbitration: fill of the shared limit (permille), swap (0/1), and since start holds, frozen, thawed, reclaims, reclaimed MiB, kills, failed writes, reaction times (us, first hold of each episode: guard line crossed to the held session's last growth; count, median, max) and stop times (us, every hold: hold to the last growth; median, max)")]
     pub mem_arbitration: BTreeMap<String, u64>,
+}
+
+/// --observe: one session's wake-ups and cgroup files (cumulative).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ObservedSample {
+    pub wakeups: u64,
+    pub wake_lat_n: u64,
+    pub wake_lat_ns: u64,
+    pub wake_lat_max_ns: u64,
+    pub mem_current: u64,
+    pub mem_events: BTreeMap<String, u64>,
+    pub mem_some_avg10: f64,
+    pub mem_some_total_us: u64,
+    pub cpu_some_avg10: f64,
+}
+
+impl ObservedSample {
+    pub fn metrics(&self) -> ObservedMetrics {
+        let ev = |k: &str| self.mem_events.get(k).copied().unwrap_or(0);
+        ObservedMetrics {
+            wakeups: self.wakeups,
+            wake_lat_avg_us: if self.wake_lat_n > 0 { self.wake_lat_ns / self.wake_lat_n / 1000 } else { 0 },
+            wake_lat_max_us: self.wake_lat_max_ns / 1000,
+            mem_current_mb: self.mem_current >> 20,
+            mem_high: ev("high"),
+            mem_max: ev("max"),
+            mem_oom_kill: ev("oom_kill"),
+            mem_some_avg10: self.mem_some_avg10,
+            mem_some_total_ms: self.mem_some_total_us / 1000,
+            cpu_some_avg10: self.cpu_some_avg10,
+        }
+    }
 }
 
 /// Cumulative state the scheduler hands to stats clients.
@@ -253,6 +315,10 @@ pub struct Snapshot {
     pub map_entries: [u64; 3],
     /// session cgroups (paths below the cgroup2 root)
     pub sessions: Vec<String>,
+    /// "schedule" or "observe"
+    pub mode: String,
+    /// --observe: per session path
+    pub observed: BTreeMap<String, ObservedSample>,
     pub memcg_ops: String,
     /// each session's profile and class (for the metrics' labels)
     pub session_profiles: crate::metrics::SessionProfiles,
@@ -449,6 +515,8 @@ pub fn metrics_between(prev: &Snapshot, cur: &Snapshot) -> Metrics {
             .unwrap_or_default(),
         mem_arbitration: cur.arbitration.as_ref().map(arbitration_counters).unwrap_or_default(),
         memcg_ops: cur.memcg_ops.clone(),
+        mode: cur.mode.clone(),
+        observed: cur.observed.iter().map(|(k, v)| (k.clone(), v.metrics())).collect(),
         memory,
         sessions,
         borrows: d(agentcg_stat_idx_STAT_BORROW),
@@ -555,6 +623,29 @@ impl Metrics {
                 )?;
             }
         }
+        if !self.observed.is_empty() {
+            writeln!(
+                w,
+                "  {:<40} {:>8} {:>8} {:>8} {:>7} {:>6} {:>5} {:>4} {:>6} {:>6}",
+                "observed session", "wakeups", "lat_us", "max_us", "mem_mb", "high", "max", "oomk", "memps", "cpups"
+            )?;
+            for (name, o) in &self.observed {
+                writeln!(
+                    w,
+                    "  {:<40} {:>8} {:>8} {:>8} {:>7} {:>6} {:>5} {:>4} {:>6.1} {:>6.1}",
+                    name,
+                    o.wakeups,
+                    o.wake_lat_avg_us,
+                    o.wake_lat_max_us,
+                    o.mem_current_mb,
+                    o.mem_high,
+                    o.mem_max,
+                    o.mem_oom_kill,
+                    o.mem_some_avg10,
+                    o.cpu_some_avg10
+                )?;
+            }
+        }
         if !self.memory.is_empty() {
             writeln!(w, "  {:<40} {:>6} {:>4} {:>10} {:>8} {:>9}", "memory pressure", "score", "pen", "pen_ms", "entries", "stall_ms")?;
             for (name, m) in &self.memory {
@@ -635,6 +726,7 @@ pub fn server_data() -> StatsServerData<(), Snapshot> {
         .add_meta(StepMetrics::meta())
         .add_meta(MemoryMetrics::meta())
         .add_meta(SessionMetrics::meta())
+        .add_meta(ObservedMetrics::meta())
         .add_ops("top", StatsOps { open, close: None })
 }
 

@@ -101,6 +101,19 @@ enum agentcg_stat_idx {
 };
 
 /*
+ * Activity of a session or cgroup subtree (activity.bpf.h): runs and gaps,
+ * a gap shorter than AGENTCG_ACT_DEBOUNCE_NS counted as active time.
+ */
+struct activity {
+	u64 active_at;		/* start of the current active run */
+	u64 idle_at;		/* idle since (0: active) */
+	u64 active_ns;		/* finished active runs */
+	u64 idle_ns;		/* finished idle gaps */
+	u64 nr_up;		/* idle -> active */
+	u64 nr_down;		/* active -> idle (finished gaps) */
+};
+
+/*
  * Per-cgroup scheduling context (BPF cgroup storage). Userspace reads it by
  * cgroup fd for the per-cgroup stats, so it must stay plain data.
  */
@@ -170,13 +183,8 @@ struct cgrp_ctx {
 	u64 thr_penalised_ns;	/* time penalised (finished penalties) */
 	u64 thr_nr_penalties;
 
-	/* subtree activity, debounced (thrash.bpf.h activity_note) */
-	u64 act_active_at;	/* start of the current active run */
-	u64 act_idle_at;	/* idle since (0: active) */
-	u64 act_active_ns;	/* finished active runs */
-	u64 act_idle_ns;	/* finished idle gaps */
-	u64 act_nr_up;		/* idle -> active */
-	u64 act_nr_down;	/* active -> idle (finished gaps) */
+	/* subtree activity, debounced (activity.bpf.h) */
+	struct activity act;
 
 	/* memory arbitration (memory.bpf.h): the session is held back */
 	u64 mem_held;
@@ -312,6 +320,29 @@ struct bw_args {
 	u64 period_us;
 	u64 quota_us;
 	u64 burst_us;
+};
+
+/*
+ * --observe (observe.bpf.c): one session's counters (map obs_sessions,
+ * keyed by the session's cgroup id, entries made by userspace). Written
+ * from tracepoints without a lock: a racing update may be lost, which an
+ * observation can afford.
+ */
+struct obs_session {
+	u64 run_ns;		/* CPU time of its tasks' finished runs */
+	u64 nr_runs;		/* times one of its tasks got a CPU */
+	u64 nr_wakeups;
+	u64 nr_wake_lat;	/* wake-ups whose wake-to-run time was measured */
+	u64 wake_lat_ns;	/* their sum */
+	u64 wake_lat_max_ns;
+	s64 nr_on_cpu;		/* its tasks on a CPU now */
+	struct activity act;	/* active: one of its tasks on a CPU */
+};
+
+/* --observe: what a CPU runs now (per-CPU map obs_cpus) */
+struct obs_cpu {
+	u64 since;		/* it got the CPU at */
+	u64 session;		/* its session's cgroup id, 0: none */
 };
 
 #endif /* __AGENTCG_INTF_H */

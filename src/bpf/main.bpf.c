@@ -238,6 +238,7 @@ static __always_inline u64 scale_by_hweight(u64 ns, u64 hw)
 #include "policy.bpf.h"
 #include "memcg_ops.bpf.h"
 #include "thrash.bpf.h"
+#include "activity.bpf.h"
 #include "memory.bpf.h"
 
 /* the cvtime frontier of @cgc's cell */
@@ -358,7 +359,7 @@ static void update_activity(struct cgroup *cgrp, bool runnable)
 	bpf_spin_unlock(&tree_lock);
 	if (changed) {
 		now = bpf_ktime_get_ns();
-		activity_note(cgc, cgc->nr_active > 0, now);
+		activity_note(&cgc->act, cgc->nr_active > 0, now);
 	}
 
 	bpf_for(i, 1, cgrp->level + 1) {
@@ -373,7 +374,7 @@ static void update_activity(struct cgroup *cgrp, bool runnable)
 					child->weight, vnow);
 		bpf_spin_unlock(&tree_lock);
 		if (changed)
-			activity_note(c, c->nr_active > 0, now);
+			activity_note(&c->act, c->nr_active > 0, now);
 	}
 
 	__sync_fetch_and_add(&hweight_gen, 1);

@@ -428,32 +428,4 @@ static void thrash_cgroup_exit(struct cgroup *cgrp)
 		__sync_fetch_and_sub(&nr_thrash_live, 1);
 }
 
-/*
- * Activity of @c's subtree changed to @active at @now (update_activity).
- * An idle gap shorter than the debounce is counted as active time.
- */
-static void activity_note(struct cgrp_ctx *c, bool active, u64 now)
-{
-	if (!active) {
-		c->act_idle_at = now;
-		return;
-	}
-	if (!c->act_active_at) {
-		/* first activity ever */
-		c->act_active_at = now;
-		c->act_nr_up = 1;
-		return;
-	}
-	if (!c->act_idle_at)
-		return;
-	if (now - c->act_idle_at >= AGENTCG_ACT_DEBOUNCE_NS) {
-		c->act_active_ns += c->act_idle_at - c->act_active_at;
-		c->act_idle_ns += now - c->act_idle_at;
-		c->act_nr_down++;
-		c->act_nr_up++;
-		c->act_active_at = now;
-	}
-	c->act_idle_at = 0;
-}
-
 #endif /* __AGENTCG_THRASH_BPF_H */
