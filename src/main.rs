@@ -12,6 +12,7 @@ mod bandwidth;
 mod cells;
 mod cgroups;
 mod escalation;
+mod hook;
 mod launcher;
 mod memcg_ops;
 mod memcg_ops_skel;
@@ -91,6 +92,10 @@ pub enum Command {
     /// Talk to a running scheduler's session registry (--registry-socket):
     /// scx_agentcg registry list | register --id ID --cgroup PATH --profile P | unregister --id ID | send
     Registry(registry_cli::RegistryArgs),
+    /// OCI runtime hook (runc, crun, podman, CRI-O): registers the
+    /// container with the registry from its state on stdin (poststart) and
+    /// unregisters it (poststop). See docs/containers.md.
+    Hook(hook::HookArgs),
 }
 
 #[derive(Debug, Parser)]
@@ -1488,6 +1493,7 @@ fn main() -> Result<()> {
     match &opts.command {
         Some(Command::Run(args)) => std::process::exit(launcher::run(args)?),
         Some(Command::Registry(args)) => std::process::exit(registry_cli::run(args)?),
+        Some(Command::Hook(args)) => std::process::exit(hook::run(args, std::io::stdin().lock())),
         None => {}
     }
     opts.validate()?;
