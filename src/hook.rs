@@ -42,16 +42,15 @@
 //! its own environment unless the hook entry has `env`).
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
-use std::os::unix::net::UnixStream;
+use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{bail, Context, Result};
 use serde::Deserialize;
 
-use crate::registry_proto::{Reply, Request, DEFAULT_SOCKET, MAX_LINE};
+use crate::registry_client::send;
+use crate::registry_proto::{Request, DEFAULT_SOCKET};
 
 /// The annotation naming the container's profile (of the `--policy` file).
 pub const PROFILE_ANNOTATION: &str = "agentcg.io/profile";
@@ -65,9 +64,6 @@ pub const LABEL_PREFIX: &str = "agentcg.io/";
 
 /// The largest OCI state read from stdin.
 pub const MAX_STATE_BYTES: usize = 1 << 20;
-
-/// The largest reply line read from the registry.
-const MAX_REPLY_BYTES: u64 = 16 << 20;
 
 /// The OCI hook stage a call is for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -270,124 +266,6 @@ pub fn request_for(
     }))
 }
 
-/// Send @req to the registry at @socket and return its reply: connect,
-/// write one line, read one line, all within @timeout.
-pub fn send(socket: &Path, req: &Request, timeout: Duration) -> Result<Reply> {
-    let deadline = Instant::now() + timeout;
-    let mut line = serde_json::to_string(req).context("encoding the request")?;
-    if line.len() > MAX_LINE {
-        bail!(
-            "the request is {} bytes, more than the registry reads ({}): fewer or shorter {} \
-             annotations",
-            line.len(),
-            MAX_LINE,
-            LABEL_PREFIX
-        );
-    }
-    line.push('\n');
-
-    let stream = connect(socket, time_left(deadline, socket, timeout)?)?;
-    stream
-        .set_write_timeout(Some(time_left(deadline, socket, timeout)?))
-        .context("setting the socket's write timeout")?;
-    (&stream)
-        .write_all(line.as_bytes())
-        .map_err(|e| io_error(&e, "sending the request to", socket, timeout))?;
-    stream
-        .set_read_timeout(Some(time_left(deadline, socket, timeout)?))
-        .context("setting the socket's read timeout")?;
-    let mut answer = String::new();
-    BufReader::new((&stream).take(MAX_REPLY_BYTES))
-        .read_line(&mut answer)
-        .map_err(|e| io_error(&e, "reading the reply of", socket, timeout))?;
-    if answer.is_empty() {
-        bail!(
-            "the registry at {} closed the connection without a reply",
-            socket.display()
-        );
-    }
-    if !answer.ends_with('\n') {
-        bail!(
-            "the reply of the registry at {} is cut short (no end of line)",
-            socket.display()
-        );
-    }
-    serde_json::from_str(answer.trim_end()).with_context(|| {
-        let shown: String = answer.trim_end().chars().take(200).collect();
-        format!(
-            "the registry at {} sent an invalid reply {shown:?}",
-            socket.display()
-        )
-    })
-}
-
-/// What is left of @timeout before @deadline; an error once nothing is.
-fn time_left(deadline: Instant, socket: &Path, timeout: Duration) -> Result<Duration> {
-    let left = deadline.saturating_duration_since(Instant::now());
-    if left.is_zero() {
-        bail!(
-            "the registry at {} did not answer within {} ms",
-            socket.display(),
-            timeout.as_millis()
-        );
-    }
-    Ok(left)
-}
-
-/// Connect to @socket within @timeout. A unix socket connect blocks while
-/// the listener's backlog is full (a stuck scheduler), so it runs in a
-/// thread that is left behind if it takes too long.
-fn connect(socket: &Path, timeout: Duration) -> Result<UnixStream> {
-    let (tx, rx) = mpsc::channel();
-    let path = socket.to_path_buf();
-    let _detached = std::thread::Builder::new()
-        .name("hook-connect".into())
-        .spawn(move || {
-            let _ = tx.send(UnixStream::connect(path));
-        })
-        .context("starting a thread to connect")?;
-    match rx.recv_timeout(timeout) {
-        Ok(Ok(stream)) => Ok(stream),
-        Ok(Err(e)) => Err(connect_error(socket, &e)),
-        Err(_) => bail!(
-            "cannot connect to {}: no connection within {} ms (is the scheduler stuck?)",
-            socket.display(),
-            timeout.as_millis()
-        ),
-    }
-}
-
-/// A connect error that says what to do about it.
-fn connect_error(socket: &Path, e: &std::io::Error) -> anyhow::Error {
-    let p = socket.display();
-    match e.kind() {
-        ErrorKind::NotFound => anyhow!(
-            "cannot connect to {p}: no such socket (the scheduler is not running with \
-             --registry-socket {p})"
-        ),
-        ErrorKind::ConnectionRefused => anyhow!(
-            "cannot connect to {p}: nothing listens there (the scheduler is not running with \
-             --registry-socket {p}; the socket is stale)"
-        ),
-        ErrorKind::PermissionDenied => {
-            anyhow!("cannot connect to {p}: permission denied (the registry socket is root-only)")
-        }
-        _ => anyhow!("cannot connect to {p}: {e}"),
-    }
-}
-
-/// A send or receive error; a timeout says how long it waited.
-fn io_error(e: &std::io::Error, doing: &str, socket: &Path, timeout: Duration) -> anyhow::Error {
-    match e.kind() {
-        ErrorKind::WouldBlock | ErrorKind::TimedOut => anyhow!(
-            "{doing} the registry at {}: no answer within {} ms",
-            socket.display(),
-            timeout.as_millis()
-        ),
-        _ => anyhow!("{doing} the registry at {}: {e}", socket.display()),
-    }
-}
-
 /// All of stdin as text, at most MAX_STATE_BYTES.
 fn read_state(stdin: impl Read) -> Result<String> {
     let mut buf = Vec::new();
@@ -495,6 +373,7 @@ pub fn run(args: &HookArgs, stdin: impl Read) -> i32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::registry_proto::Reply;
     use clap::{CommandFactory, Parser};
     use std::io::{BufRead, BufReader, Read, Write};
     use std::os::unix::net::UnixListener;

@@ -24,10 +24,12 @@ mod partial;
 mod policy;
 mod registry;
 mod registry_cli;
+mod registry_client;
 mod registry_proto;
 mod stats;
 mod thrash;
 mod timerslack;
+mod yielding;
 
 use std::collections::BTreeMap;
 use std::mem::MaybeUninit;
@@ -399,7 +401,22 @@ fn load_policy(path: Option<&std::path::Path>) -> Result<Policy> {
 /// Selectors pick steps of the sessions under --cell-parent-cgroup; without
 /// that tree they would match nothing, silently. A file with profiles and
 /// tables only ([thrash]) is fine on its own.
-fn check_policy_scope(policy: &Policy, has_sessions: bool) -> Result<()> {
+fn check_policy_scope(policy: &Policy, has_sessions: bool, partial: bool) -> Result<()> {
+    if !partial {
+        let fair: Vec<&str> = policy
+            .profiles
+            .iter()
+            .filter(|p| p.cpu_mode == policy::CpuMode::Cfs)
+            .map(|p| p.name.as_str())
+            .collect();
+        if !fair.is_empty() {
+            bail!(
+                "profile {} says cpu_mode = \"cfs\", which needs --partial (without it every task runs \
+                 under scx_agentcg): add --partial, or drop the key",
+                fair.join(", ")
+            );
+        }
+    }
     if !has_sessions && !policy.selectors.is_empty() {
         bail!(
             "the policy file has {} [[select]] entries, but selectors only apply to the steps of \
@@ -423,6 +440,8 @@ fn profile_cfg(p: &policy::Profile) -> bpf_intf::profile_cfg {
         boost: p.wakeup_boost as u32,
         thrash_weight_pct: p.thrash_weight_pct,
         thrash_slice_pct: p.thrash_slice_pct,
+        yield_: p.yield_to_interactive as u32,
+        pad: 0,
     }
 }
 
@@ -482,7 +501,7 @@ impl<'a> Scheduler<'a> {
         let open_opts = opts.libbpf.clone().into_bpf_open_opts();
         // everything from the user is checked before anything is loaded
         let policy = load_policy(opts.policy.as_deref())?;
-        check_policy_scope(&policy, opts.has_sessions())?;
+        check_policy_scope(&policy, opts.has_sessions(), opts.partial)?;
         let cells = match opts.has_sessions() {
             true => Some(CellManager::new(
                 CellOpts {
@@ -777,7 +796,7 @@ impl<'a> Scheduler<'a> {
             info!("SIGHUP: no --policy file to reload");
             return;
         };
-        match load_policy(Some(&path)).and_then(|p| check_policy_scope(&p, self.opts.has_sessions()).map(|_| p)) {
+        match load_policy(Some(&path)).and_then(|p| check_policy_scope(&p, self.opts.has_sessions(), self.opts.partial).map(|_| p)) {
             Ok(p) => {
                 if let Some(h) = &self.esc_policy {
                     if let Ok(mut g) = h.lock() {
@@ -889,7 +908,9 @@ impl<'a> Scheduler<'a> {
                 return;
             }
         };
-        let same = plan.domains == m.last_plan.domains && plan.assign == m.last_plan.assign;
+        let same = plan.domains == m.last_plan.domains
+            && plan.assign == m.last_plan.assign
+            && plan.yield_cpus == m.last_plan.yield_cpus;
         if same && !force {
             m.first_event = None;
             return;
@@ -897,6 +918,18 @@ impl<'a> Scheduler<'a> {
         if let Err(e) = cells::manager::stage(&mut self.skel, &plan, self.nr_cpus, &mut m.written) {
             warn!("cells: {e:#}; will retry");
             return;
+        }
+        let yielding: Vec<&str> =
+            self.policy.profiles.iter().filter(|p| p.yield_to_interactive).map(|p| p.name.as_str()).collect();
+        let bss = self.skel.maps.bss_data.as_mut().unwrap();
+        bss.yield_cpus = plan.yield_cpus.words();
+        bss.yield_on = !yielding.is_empty() as u32;
+        if !yielding.is_empty() && plan.yield_cpus != m.last_plan.yield_cpus {
+            info!(
+                "yield: while interactive work is runnable, profile {} runs on CPUs {}",
+                yielding.join(", "),
+                plan.yield_cpus
+            );
         }
         m.nr_applies += 1;
         if let Some(t) = m.first_event.take() {
@@ -939,17 +972,22 @@ impl<'a> Scheduler<'a> {
         reply
     }
 
-    /// --partial: the managed tree's tasks and the registered sessions'
-    /// go to SCHED_EXT.
+    /// --partial: the managed tree's tasks and the registered sessions' go
+    /// to SCHED_EXT, except the sessions whose profile keeps them on the
+    /// fair class (cpu_mode = "cfs"), whose tasks go back there.
     fn switch_partial(&self) {
         let Some(m) = &self.cells else {
             return;
         };
+        let fair: Vec<std::path::PathBuf> = m.last_plan.fair_sessions.iter().map(|r| m.root.join(r)).collect();
         if let Some(d) = &m.dir {
-            partial::switch_tree(d);
+            partial::set_tree_class(d, true, &fair);
         }
         for e in self.registry.iter().flat_map(|r| r.entries()) {
-            partial::switch_tree(&m.root.join(&e.rel));
+            partial::set_tree_class(&m.root.join(&e.rel), true, &fair);
+        }
+        for d in &fair {
+            partial::set_tree_class(d, false, &[]);
         }
     }
 
@@ -1601,12 +1639,20 @@ mod tests {
             "p.toml",
         )
         .unwrap();
-        let e = check_policy_scope(&with, false).unwrap_err().to_string();
+        let e = check_policy_scope(&with, false, false).unwrap_err().to_string();
         assert!(e.contains("--cell-parent-cgroup"), "{e}");
-        assert!(check_policy_scope(&with, true).is_ok());
+        assert!(check_policy_scope(&with, true, false).is_ok());
         let without = Policy::parse_str("[thrash]\nenter_permille = 300\n", "p.toml").unwrap();
-        assert!(check_policy_scope(&without, false).is_ok());
-        assert!(check_policy_scope(&Policy::builtin(), false).is_ok());
+        assert!(check_policy_scope(&without, false, false).is_ok());
+        assert!(check_policy_scope(&Policy::builtin(), false, false).is_ok());
+    }
+
+    #[test]
+    fn a_fair_profile_needs_partial() {
+        let fair = Policy::parse_str("[profile.web]\nclass = \"tool\"\ncpu_mode = \"cfs\"\n", "p.toml").unwrap();
+        let e = check_policy_scope(&fair, true, false).unwrap_err().to_string();
+        assert!(e.contains("web") && e.contains("--partial"), "{e}");
+        assert!(check_policy_scope(&fair, true, true).is_ok());
     }
 
     #[test]

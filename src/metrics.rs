@@ -162,6 +162,7 @@ pub fn registry(snap: &Snapshot, profiles: &SessionProfiles) -> Registry {
         ("rebalances", "Cells: demand rebalances", m.rebalances),
         ("thrash_penalties", "Thrash penalties engaged", m.thrash_penalties),
         ("thrash_capped", "Tasks of penalised cgroups queued on their capped CPUs", m.thrash_capped),
+        ("yield_pinned", "Tasks of yielding profiles queued on the yield CPUs", m.yield_pinned),
         ("thrash_global_reclaims", "Global direct reclaims seen by the reclaim tracepoint hooks", m.thrash_global_reclaims),
     ] {
         b.counter(name, help, v);

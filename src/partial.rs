@@ -6,9 +6,10 @@
 //! the managed tree (after every cells apply and at every rescan); tasks
 //! they fork inherit the policy, so a step's children follow at once.
 //! Real-time and deadline tasks are left alone, and a task's nice value is
-//! kept.
+//! kept. Sessions whose profile says `cpu_mode = "cfs"` are left on (or
+//! put back on) the fair class.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// The scheduling policy number of sched_ext.
 pub const SCHED_EXT: u32 = 7;
@@ -27,12 +28,14 @@ struct SchedAttr {
     sched_period: u64,
 }
 
-/// Put thread @tid on SCHED_EXT if it is on a fair policy. Returns whether
-/// it was switched now. Threads that vanished are not an error.
-pub fn switch_task(tid: i32) -> bool {
+/// Move thread @tid to SCHED_EXT (@to_ext) from a fair policy, or back to
+/// SCHED_OTHER from SCHED_EXT, keeping its nice value. Returns whether it
+/// was moved now. Threads that vanished are not an error.
+pub fn set_task_class(tid: i32, to_ext: bool) -> bool {
     // SAFETY: plain syscalls on a thread id.
     let policy = unsafe { libc::sched_getscheduler(tid) };
-    if !matches!(policy, libc::SCHED_OTHER | libc::SCHED_BATCH | libc::SCHED_IDLE) {
+    let from_fair = matches!(policy, libc::SCHED_OTHER | libc::SCHED_BATCH | libc::SCHED_IDLE);
+    if (to_ext && !from_fair) || (!to_ext && policy != SCHED_EXT as i32) {
         return false;
     }
     let nice = unsafe {
@@ -41,7 +44,7 @@ pub fn switch_task(tid: i32) -> bool {
     };
     let attr = SchedAttr {
         size: std::mem::size_of::<SchedAttr>() as u32,
-        sched_policy: SCHED_EXT,
+        sched_policy: if to_ext { SCHED_EXT } else { libc::SCHED_OTHER as u32 },
         sched_nice: nice,
         ..Default::default()
     };
@@ -50,15 +53,20 @@ pub fn switch_task(tid: i32) -> bool {
     r == 0
 }
 
-/// Switch every thread of every cgroup below @dir (and in it).
-pub fn switch_tree(dir: &Path) -> usize {
+/// Put every thread of every cgroup below @dir (and in it) on SCHED_EXT
+/// (@to_ext) or back on the fair class, except in the subtrees of @skip.
+/// Returns how many moved.
+pub fn set_tree_class(dir: &Path, to_ext: bool, skip: &[PathBuf]) -> usize {
     let mut n = 0;
     for cg in crate::cgroups::walk(dir, 100_000) {
+        if skip.iter().any(|s| cg.path.starts_with(s)) {
+            continue;
+        }
         let Ok(threads) = std::fs::read_to_string(cg.path.join("cgroup.threads")) else {
             continue;
         };
         for tid in threads.lines().filter_map(|l| l.trim().parse::<i32>().ok()) {
-            if switch_task(tid) {
+            if set_task_class(tid, to_ext) {
                 n += 1;
             }
         }

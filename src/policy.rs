@@ -23,11 +23,18 @@
 //! delay_base_ms = 5         #   over memory.high a delay of 5 ms (0 to 1000 %,
 //! delay_slope_ms_per_pct = 1 #  0 to 2000 ms), plus 1 ms per % further over
 //! delay_max_ms = 100        #   (0 to 2000), up to 100 ms (0 to 2000)
+//! cpu_mode = "scx"          # scx | cfs: with --partial, "cfs" keeps the
+//!                           #   sessions of this profile on the fair class
+//! yield_to_interactive = true # while an interactive step is runnable, run
+//!                           #   only on the [yield] CPUs (false)
 //!
 //! [thrash]                  # thrash score (permille) of the CPU penalty
 //! enter_permille = 200      # penalised from this score on, 1 to 1000 (200)
 //! exit_permille = 50        # until it falls to this, 1 to enter - 1 (50)
 //! cpus_pct = 25             # penalised tasks run on this % of their CPUs, 1 to 100 (25)
+//!
+//! [yield]                   # CPUs left to profiles that yield_to_interactive
+//! cpus_pct = 25             # this % of the CPUs outside interactive cells, 1 to 99 (25)
 //!
 //! [escalation]              # --mem-escalation; pct: full avg10 of memory.pressure
 //! throttle_full_pct = 10.0  # above: throttled (10)
@@ -102,6 +109,16 @@ use crate::escalation::{EscalationConfig, MAX_DWELL_MS};
 use crate::memory::{MemoryConfig, MAX_MEMORY_DWELL_MS};
 use crate::memcg_ops::{DelayCurve, MAX_DELAY_MS, MAX_SLOPE_MS_PER_PCT, MAX_START_PCT};
 use crate::thrash::{ThrashParams, THRASH_MAX};
+
+/// Which scheduling class a session's tasks run in (`cpu_mode`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum CpuMode {
+    /// under scx_agentcg (the default)
+    #[default]
+    Scx,
+    /// on the kernel's fair class: only with --partial, no cell
+    Cfs,
+}
 
 /// What a step is, for the scheduler.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -234,6 +251,10 @@ pub struct Profile {
     pub protect_low: Option<u64>,
     /// memory.high delay curve (memcg BPF ops)
     pub delay: DelayCurve,
+    /// the class its sessions' tasks run in (fair needs --partial)
+    pub cpu_mode: CpuMode,
+    /// run only on the `[yield]` CPUs while an interactive step is runnable
+    pub yield_to_interactive: bool,
 }
 
 impl Profile {
@@ -255,6 +276,8 @@ impl Profile {
             memory_max: None,
             protect_low: None,
             delay: class.delay_curve(),
+            cpu_mode: CpuMode::Scx,
+            yield_to_interactive: false,
         }
     }
 
@@ -304,7 +327,13 @@ pub struct Policy {
     pub escalation: EscalationConfig,
     /// `[memory]` (--mem-arbitration)
     pub memory: MemoryConfig,
+    /// `[yield]` cpus_pct: the yield CPUs, percent of those outside
+    /// interactive cells (src/yielding.rs)
+    pub yield_cpus_pct: u32,
 }
+
+/// The default of `[yield]` cpus_pct.
+pub const YIELD_CPUS_PCT: u32 = 25;
 
 /// Every problem found in a policy file, each as "FILE:LINE: message".
 #[derive(Debug, Clone, PartialEq)]
@@ -330,6 +359,14 @@ struct RawFile {
     thrash: Option<Spanned<RawThrash>>,
     escalation: Option<Spanned<RawEscalation>>,
     memory: Option<Spanned<RawMemory>>,
+    #[serde(rename = "yield")]
+    yield_: Option<Spanned<RawYield>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawYield {
+    cpus_pct: Option<Spanned<i64>>,
 }
 
 #[derive(Deserialize)]
@@ -457,6 +494,8 @@ struct RawProfile {
     delay_base_ms: Option<Spanned<i64>>,
     delay_slope_ms_per_pct: Option<Spanned<i64>>,
     delay_max_ms: Option<Spanned<i64>>,
+    cpu_mode: Option<Spanned<String>>,
+    yield_to_interactive: Option<bool>,
 }
 
 #[derive(Deserialize)]
@@ -541,10 +580,11 @@ impl Policy {
                 Profile::builtin(StepClass::Background),
             ],
             selectors: Vec::new(),
-                source: None,
+            source: None,
             thrash: ThrashParams::default(),
             escalation: EscalationConfig::default(),
             memory: MemoryConfig::default(),
+            yield_cpus_pct: YIELD_CPUS_PCT,
         }
     }
 
@@ -610,6 +650,19 @@ impl Policy {
             }
             if let Some(b) = rp.wakeup_boost {
                 prof.wakeup_boost = b;
+            }
+            if let Some(y) = rp.yield_to_interactive {
+                prof.yield_to_interactive = y;
+            }
+            if let Some(m) = &rp.cpu_mode {
+                match m.get_ref().as_str() {
+                    "scx" => prof.cpu_mode = CpuMode::Scx,
+                    "cfs" => prof.cpu_mode = CpuMode::Cfs,
+                    other => problems.push(format!(
+                        "{}: profile {name:?}: unknown cpu_mode {other:?}: use \"scx\" or \"cfs\"",
+                        at(&m.span())
+                    )),
+                }
             }
             if let Some(c) = &rp.burst_credit_ms {
                 if check_range(&mut problems, at(&c.span()), "burst_credit_ms", *c.get_ref(), 0, 10_000) {
@@ -737,6 +790,13 @@ impl Policy {
             profiles.push(prof);
         }
 
+        let mut yield_cpus_pct = YIELD_CPUS_PCT;
+        if let Some(v) = raw.yield_.as_ref().and_then(|y| y.get_ref().cpus_pct.as_ref()) {
+            let at = format!("{file}:{}: [yield]", line_of(text, v.span().start));
+            if check_range(&mut problems, at, "cpus_pct", *v.get_ref(), 1, 99) {
+                yield_cpus_pct = *v.get_ref() as u32;
+            }
+        }
         let mut thrash = ThrashParams::default();
         if let Some(t) = &raw.thrash {
             let tline = line_of(text, t.span().start);
@@ -880,7 +940,7 @@ impl Policy {
             });
             return Err(PolicyError { problems });
         }
-        Ok(Policy { profiles, selectors, source: None, thrash, escalation, memory })
+        Ok(Policy { profiles, selectors, source: None, thrash, escalation, memory, yield_cpus_pct })
     }
 
     pub fn profile_index(&self, name: &str) -> Option<usize> {
@@ -1166,6 +1226,8 @@ session = "batch_*"
     fn value_errors_name_the_problem_and_line() {
         let e = err("[profile.a]\nclass = \"fast\"\n");
         assert!(e.contains("p.toml:2:") && e.contains("unknown class"), "{e}");
+        let e = err("[profile.a]\nclass = \"tool\"\ncpu_mode = \"rt\"\n");
+        assert!(e.contains("p.toml:3:") && e.contains("unknown cpu_mode \"rt\""), "{e}");
         let e = err("[profile.a]\nweight = 2.0\n");
         assert!(e.contains("p.toml:1:") && e.contains("no class"), "{e}");
         let e = err("[profile.a]\nclass = \"tool\"\nweight = 500.0\n");

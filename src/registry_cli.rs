@@ -5,14 +5,17 @@
 //! request also prints its error on stderr and makes the exit status 1.
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader, Write};
-use std::os::unix::net::UnixStream;
+use std::io::BufRead;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use anyhow::{bail, Context, Result};
+use anyhow::Result;
 
-use crate::registry_proto::{self, Reply, Request};
+use crate::registry_client::Client;
+use crate::registry_proto::{self, Request};
+
+/// The bound of the connect and of each request.
+const TIMEOUT: Duration = Duration::from_secs(10);
 
 #[derive(Debug, clap::Args)]
 pub struct RegistryArgs {
@@ -62,38 +65,12 @@ fn parse_label(s: &str) -> Result<(String, String), String> {
     }
 }
 
-fn connect(args: &RegistryArgs) -> Result<UnixStream> {
-    let s = UnixStream::connect(&args.socket).with_context(|| {
-        format!(
-            "cannot reach the registry at {}: is scx_agentcg running with --registry-socket {}?",
-            args.socket.display(),
-            args.socket.display()
-        )
-    })?;
-    s.set_read_timeout(Some(Duration::from_secs(10)))?;
-    s.set_write_timeout(Some(Duration::from_secs(10)))?;
-    Ok(s)
-}
-
-/// Send one line, read the reply line.
-fn exchange(stream: &mut UnixStream, reader: &mut BufReader<UnixStream>, line: &str) -> Result<(String, Reply)> {
-    stream.write_all(line.trim_end().as_bytes())?;
-    stream.write_all(b"\n")?;
-    let mut back = String::new();
-    if reader.read_line(&mut back)? == 0 {
-        bail!("the registry closed the connection without a reply");
-    }
-    let reply: Reply = serde_json::from_str(back.trim()).with_context(|| format!("a reply that is not JSON: {back:?}"))?;
-    Ok((back.trim().to_string(), reply))
-}
-
 /// Run the subcommand; the exit status.
 pub fn run(args: &RegistryArgs) -> Result<i32> {
-    let mut stream = connect(args)?;
-    let mut reader = BufReader::new(stream.try_clone()?);
+    let mut client = Client::connect(&args.socket, TIMEOUT)?;
     let mut status = 0;
-    let mut one = |line: &str, stream: &mut UnixStream| -> Result<()> {
-        let (text, reply) = exchange(stream, &mut reader, line)?;
+    let mut one = |line: &str| -> Result<()> {
+        let (text, reply) = client.exchange(line)?;
         println!("{text}");
         if !reply.ok {
             eprintln!("scx_agentcg registry: refused: {}", reply.error.unwrap_or_default());
@@ -115,12 +92,12 @@ pub fn run(args: &RegistryArgs) -> Result<i32> {
             for line in std::io::stdin().lock().lines() {
                 let line = line?;
                 if !line.trim().is_empty() {
-                    one(&line, &mut stream)?;
+                    one(&line)?;
                 }
             }
             return Ok(status);
         }
     };
-    one(&serde_json::to_string(&req)?, &mut stream)?;
+    one(&serde_json::to_string(&req)?)?;
     Ok(status)
 }

@@ -246,6 +246,8 @@ pub struct Metrics {
     pub thrash_penalties: u64,
     #[stat(desc = "Tasks of penalised cgroups queued on their capped CPUs over the interval")]
     pub thrash_capped: u64,
+    #[stat(desc = "Tasks of yielding profiles queued on the yield CPUs while interactive work was runnable, over the interval")]
+    pub yield_pinned: u64,
     #[stat(desc = "Global direct reclaims (no memcg) seen by the reclaim tracepoint hooks over the interval")]
     pub thrash_global_reclaims: u64,
     #[stat(desc = "memcg BPF ops: loaded, unsupported (kernel lacks them or has another version), failed (did not load under auto) or off")]
@@ -499,6 +501,7 @@ pub fn metrics_between(prev: &Snapshot, cur: &Snapshot) -> Metrics {
     Metrics {
         thrash_penalties: d(agentcg_stat_idx_STAT_THRASH_PENALTY),
         thrash_capped: d(agentcg_stat_idx_STAT_THRASH_CAPPED),
+        yield_pinned: d(agentcg_stat_idx_STAT_YIELD_PINNED),
         thrash_global_reclaims: d(agentcg_stat_idx_STAT_THRASH_GLOBAL_RECLAIM),
         mem_escalation: cur
             .escalation

@@ -97,6 +97,7 @@ enum agentcg_stat_idx {
 	STAT_THRASH_GLOBAL_RECLAIM, /* direct reclaim with no memcg (global), tracepoint hooks */
 	STAT_MEM_HOLD,		/* memory guard: a session held back */
 	STAT_MEM_RELEASE,	/* memory guard: a held session let run again */
+	STAT_YIELD_PINNED,	/* a yielding task queued on the yield CPUs */
 	AGENTCG_NR_STATS,
 };
 
@@ -220,6 +221,8 @@ struct profile_cfg {
 	u32 boost;		/* wakeup boost on */
 	u32 thrash_weight_pct;	/* weight under thrash penalty (0: default) */
 	u32 thrash_slice_pct;	/* slice under thrash penalty (0: default) */
+	u32 yield;		/* yield_to_interactive (yielding.bpf.h) */
+	u32 pad;
 };
 
 /*

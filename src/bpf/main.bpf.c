@@ -148,6 +148,7 @@ struct task_ctx {
 	u64 cgid;		/* the task's cgroup (init_task, cgroup_move) */
 	bool boosted;		/* this run came from a boost DSQ */
 	bool direct;		/* put straight onto a CPU it preempted (claim_direct_wake()) */
+	bool interactive;	/* counted as runnable interactive work (yielding.bpf.h) */
 };
 
 struct {
@@ -240,6 +241,7 @@ static __always_inline u64 scale_by_hweight(u64 ns, u64 hw)
 #include "thrash.bpf.h"
 #include "activity.bpf.h"
 #include "memory.bpf.h"
+#include "yielding.bpf.h"
 
 /* the cvtime frontier of @cgc's cell */
 static __always_inline u64 *vnow_of(struct cgrp_ctx *cgc)
@@ -845,22 +847,38 @@ static bool task_domain_cpus(struct task_struct *p, struct cgrp_ctx *cgc,
 
 /*
  * The CPUs @p may be placed on now, in @tmp: its domain's (with cells), cut
- * to the capped CPUs while its cgroup is penalised (@capped). Returns false
- * if that is just p->cpus_ptr (no cells, not capped).
+ * to the capped CPUs while its cgroup is penalised (@cut & CUT_THRASH) and
+ * to the yield CPUs while it yields (@cut & CUT_YIELD). Returns false if
+ * that is just p->cpus_ptr (no cells, no cut).
  */
+#define CUT_THRASH	1
+#define CUT_YIELD	2
+
 static bool task_run_cpus(struct task_struct *p, struct cgrp_ctx *cgc,
-			  bool capped, struct bpf_cpumask *tmp)
+			  u32 cut, struct bpf_cpumask *tmp)
 {
 	if (!tmp)
 		return false;
 	if (!task_domain_cpus(p, cgc, tmp)) {
-		if (!capped)
+		if (!cut)
 			return false;
 		bpf_cpumask_copy(tmp, p->cpus_ptr);
 	}
-	if (capped)
+	if (cut & CUT_YIELD) {
+		/* all the CPUs it may use, not only its cell's */
+		bpf_cpumask_copy(tmp, p->cpus_ptr);
+		yield_cut_mask(tmp);
+	}
+	if (cut & CUT_THRASH)
 		thrash_cap_mask(tmp);
 	return true;
+}
+
+/* The cuts that apply to @cgrp's tasks now (task_run_cpus()). */
+static __always_inline u32 run_cut(struct cgroup *cgrp, struct cgrp_ctx *cgc)
+{
+	return (thrash_capped(cgrp) ? CUT_THRASH : 0) |
+	       (yielding(cgc) ? CUT_YIELD : 0);
 }
 
 s32 BPF_STRUCT_OPS(agentcg_select_cpu, struct task_struct *p, s32 prev_cpu,
@@ -869,9 +887,10 @@ s32 BPF_STRUCT_OPS(agentcg_select_cpu, struct task_struct *p, s32 prev_cpu,
 	struct bpf_cpumask *tmp;
 	struct cgroup *cgrp;
 	struct cgrp_ctx *cgc;
-	bool is_idle = false, capped = false;
+	bool is_idle = false;
 	u64 slice = slice_ns;
 	s32 cpu = prev_cpu;
+	u32 cut = 0;
 
 	cgrp = scx_bpf_task_cgroup(p);
 	if (!cgrp)
@@ -880,12 +899,12 @@ s32 BPF_STRUCT_OPS(agentcg_select_cpu, struct task_struct *p, s32 prev_cpu,
 	if (cgc) {
 		resolve_cgrp(cgrp, cgc);
 		slice = thrash_slice(cgrp, cgc, cgc->slice_ns ?: slice_ns);
-		capped = thrash_capped(cgrp);
+		cut = run_cut(cgrp, cgc);
 	}
 	bpf_cgroup_release(cgrp);
 
 	tmp = tmp_mask();
-	if (cgc && !is_pcpu_kthread(p) && task_run_cpus(p, cgc, capped, tmp)) {
+	if (cgc && !is_pcpu_kthread(p) && task_run_cpus(p, cgc, cut, tmp)) {
 		const struct cpumask *cpus = (const struct cpumask *)tmp;
 
 		if (bpf_cpumask_empty(cpus))
@@ -1099,14 +1118,14 @@ static bool task_restricted(struct task_struct *p, struct cgrp_ctx *cgc)
  */
 static __always_inline void enqueue_pinned(struct task_struct *p,
 					   struct cgroup *cgrp,
-					   struct cgrp_ctx *cgc, bool capped,
+					   struct cgrp_ctx *cgc, u32 cut,
 					   u64 slice, u64 enq_flags)
 {
 	struct bpf_cpumask *tmp = tmp_mask();
 	const struct cpumask *cpus = p->cpus_ptr;
 	s32 cpu = scx_bpf_task_cpu(p);
 
-	if (task_run_cpus(p, cgc, capped, tmp) &&
+	if (task_run_cpus(p, cgc, cut, tmp) &&
 	    !bpf_cpumask_empty((const struct cpumask *)tmp))
 		cpus = (const struct cpumask *)tmp;
 	if (!bpf_cpumask_test_cpu(cpu, cpus))
@@ -1120,7 +1139,7 @@ static __always_inline void enqueue_pinned(struct task_struct *p,
 	 * Straight onto the CPU (not for penalised cgroups): a wake-up
 	 * preempts what runs there, a preempted task goes next.
 	 */
-	if (wake_preempt && !capped && !bw_throttled(cgrp) &&
+	if (wake_preempt && !cut && !bw_throttled(cgrp) &&
 	    pinned_goes_first(p, cgc, cgrp_key(cgrp, cgc), cpu,
 			      enq_flags & SCX_ENQ_WAKEUP)) {
 		if (enq_flags & SCX_ENQ_WAKEUP) {
@@ -1143,6 +1162,7 @@ void BPF_STRUCT_OPS(agentcg_enqueue, struct task_struct *p, u64 enq_flags)
 	struct cpu_ctx *cpuc;
 	u64 tvtime, slice;
 	bool was_queued, restricted, preempt = false;
+	u32 cut;
 	s32 cpu;
 
 	if (is_pcpu_kthread(p)) {
@@ -1165,10 +1185,14 @@ void BPF_STRUCT_OPS(agentcg_enqueue, struct task_struct *p, u64 enq_flags)
 	slice = thrash_slice(cgrp, cgc, cgc->slice_ns ?: slice_ns);
 	cpuc = this_cpu_ctx();
 
-	if (thrash_capped(cgrp)) {
-		/* penalised: only on its capped CPUs, leaving the others free */
-		stat_inc(STAT_THRASH_CAPPED);
-		enqueue_pinned(p, cgrp, cgc, true, slice, enq_flags);
+	cut = run_cut(cgrp, cgc);
+	if (cut) {
+		/*
+		 * penalised or yielding: only on its capped or yield CPUs,
+		 * leaving the others free
+		 */
+		stat_inc(cut & CUT_THRASH ? STAT_THRASH_CAPPED : STAT_YIELD_PINNED);
+		enqueue_pinned(p, cgrp, cgc, cut, slice, enq_flags);
 		goto out;
 	}
 	restricted = task_restricted(p, cgc);
@@ -1190,7 +1214,7 @@ void BPF_STRUCT_OPS(agentcg_enqueue, struct task_struct *p, u64 enq_flags)
 	}
 
 	if (restricted) {
-		enqueue_pinned(p, cgrp, cgc, false, slice, enq_flags);
+		enqueue_pinned(p, cgrp, cgc, 0, slice, enq_flags);
 		goto out;
 	}
 
@@ -1369,7 +1393,7 @@ static bool prev_goes_on(struct cpu_ctx *cpuc, struct task_struct *prev,
 	    (cells_active() && !cpu_in_domain(cpuc, cgc->domain)))
 		goto out;
 	*stay_home = true;
-	if (tctx->boosted || thrash_capped(cgrp) || task_restricted(prev, cgc) ||
+	if (tctx->boosted || run_cut(cgrp, cgc) || task_restricted(prev, cgc) ||
 	    scx_bpf_dsq_nr_queued(cgc->cgid))
 		goto out;
 
@@ -1492,9 +1516,13 @@ void BPF_STRUCT_OPS(agentcg_dispatch, s32 cpu, struct task_struct *prev)
 void BPF_STRUCT_OPS(agentcg_runnable, struct task_struct *p, u64 enq_flags)
 {
 	struct cgroup *cgrp = scx_bpf_task_cgroup(p);
+	struct task_ctx *tctx;
 
 	if (cgrp) {
 		update_activity(cgrp, true);
+		tctx = bpf_task_storage_get(&task_ctxs, p, 0, 0);
+		if (tctx)
+			yield_count(&tctx->interactive, cgrp_ctx_of(cgrp), true);
 		bpf_cgroup_release(cgrp);
 	}
 }
@@ -1502,11 +1530,15 @@ void BPF_STRUCT_OPS(agentcg_runnable, struct task_struct *p, u64 enq_flags)
 void BPF_STRUCT_OPS(agentcg_quiescent, struct task_struct *p, u64 deq_flags)
 {
 	struct cgroup *cgrp = scx_bpf_task_cgroup(p);
+	struct task_ctx *tctx;
 
 	if (cgrp) {
 		update_activity(cgrp, false);
 		bpf_cgroup_release(cgrp);
 	}
+	tctx = bpf_task_storage_get(&task_ctxs, p, 0, 0);
+	if (tctx)
+		yield_count(&tctx->interactive, NULL, false);
 }
 
 void BPF_STRUCT_OPS(agentcg_running, struct task_struct *p)

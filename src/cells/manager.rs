@@ -24,7 +24,8 @@ use super::{
     SessionDir, SessionReq, StepReq, StepShare,
 };
 use crate::bpf_intf;
-use crate::policy::{CpuShare, Policy};
+use crate::policy::{CpuMode, CpuShare, Policy, StepClass};
+use crate::yielding::yield_cpus;
 
 /// What one apply decides for one configured cgroup (a `cgrp_cfgs` entry).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -64,6 +65,23 @@ pub struct SessionScan {
     pub steps: Vec<StepDir>,
 }
 
+impl SessionScan {
+    /// A session as listed, before its cgroup files and steps are read.
+    fn new(name: &str, rel: String, level: u32, profile: Option<String>, ino: u64) -> Self {
+        SessionScan {
+            name: name.to_string(),
+            rel,
+            level,
+            profile,
+            ino,
+            cell: None,
+            weight: 100,
+            cpuset: None,
+            steps: Vec::new(),
+        }
+    }
+}
+
 /// Per-step outcome, for the stats.
 #[derive(Clone, Debug, PartialEq)]
 pub struct StepPlan {
@@ -89,6 +107,12 @@ pub struct Plan {
     /// cell id -> the session's path relative to the cgroup2 root
     pub cell_paths: BTreeMap<u32, String>,
     pub steps: BTreeMap<u64, StepPlan>,
+    /// sessions whose profile keeps them on the fair class (path below
+    /// the cgroup2 root): --partial leaves their tasks there
+    pub fair_sessions: Vec<String>,
+    /// where yield_to_interactive profiles run while interactive work is
+    /// runnable (src/yielding.rs)
+    pub yield_cpus: CpuSet,
     pub notes: Vec<String>,
 }
 
@@ -140,7 +164,17 @@ fn profile_for(
 /// Compute the whole layout from a scan of the managed tree.
 pub fn plan(cfg: &PlanCfg, sessions: &[SessionScan]) -> Plan {
     let mut out = Plan::default();
-    let placed: Vec<&SessionScan> = sessions.iter().filter(|s| s.cell.is_some()).collect();
+    let session_profile = |s: &SessionScan| match &s.profile {
+        Some(name) => cfg.policy.profile_index(name),
+        None => profile_for(cfg.policy, &s.rel, &s.name, None, None),
+    };
+    // a session kept on the fair class (cpu_mode = "cfs") gets no cell:
+    // its tasks never see this scheduler's CPU masks
+    let fair = |s: &SessionScan| {
+        session_profile(s).is_some_and(|i| cfg.policy.profiles[i].cpu_mode == CpuMode::Cfs)
+    };
+    out.fair_sessions = sessions.iter().filter(|s| fair(s)).map(|s| s.rel.clone()).collect();
+    let placed: Vec<&SessionScan> = sessions.iter().filter(|s| s.cell.is_some() && !fair(s)).collect();
     let reqs: Vec<SessionReq> = placed
         .iter()
         .map(|s| SessionReq {
@@ -160,13 +194,11 @@ pub fn plan(cfg: &PlanCfg, sessions: &[SessionScan]) -> Plan {
     out.domains[0] = split.system;
     out.cell_names.insert(0, "system".into());
 
+    let mut interactive = CpuSet::new();
     for s in sessions {
         let rel = s.rel.clone();
         let session_level = s.level;
-        let sprof = match &s.profile {
-            Some(name) => cfg.policy.profiles.iter().position(|p| &p.name == name),
-            None => profile_for(cfg.policy, &rel, &s.name, None, None),
-        };
+        let sprof = session_profile(s);
         let (cell, mask) = match s.cell.and_then(|c| {
             placed
                 .iter()
@@ -181,6 +213,9 @@ pub fn plan(cfg: &PlanCfg, sessions: &[SessionScan]) -> Plan {
             None => (0, out.domains[0]),
         };
         if cell != 0 {
+            if sprof.is_some_and(|i| cfg.policy.profiles[i].class == StepClass::Interactive) {
+                interactive = interactive.or(&mask);
+            }
             out.domains[cell as usize] = mask;
             out.cell_names.insert(cell, s.name.clone());
             out.cell_paths.insert(cell, rel.clone());
@@ -285,6 +320,7 @@ pub fn plan(cfg: &PlanCfg, sessions: &[SessionScan]) -> Plan {
             );
         }
     }
+    out.yield_cpus = yield_cpus(&cfg.online, &split.system, &interactive, cfg.policy.yield_cpus_pct);
     out
 }
 
@@ -459,34 +495,15 @@ impl CellManager {
         let parent_rel = self.parent_rel().to_string();
         let mut scans: Vec<SessionScan> = listing
             .iter()
-            .map(|sd| SessionScan {
-                name: sd.name.clone(),
-                rel: format!("{parent_rel}/{}", sd.name),
-                level: self.parent_level + 1,
-                profile: None,
-                ino: sd.ino,
-                cell: None,
-                weight: 100,
-                cpuset: None,
-                steps: Vec::new(),
-            })
+            .map(|sd| SessionScan::new(&sd.name, format!("{parent_rel}/{}", sd.name), self.parent_level + 1, None, sd.ino))
             .collect();
         for r in registered {
             if listing.iter().any(|sd| sd.ino == r.ino || sd.name == r.name) {
                 continue;
             }
             listing.push(SessionDir { name: r.name.clone(), ino: r.ino });
-            scans.push(SessionScan {
-                name: r.name.clone(),
-                rel: r.rel.clone(),
-                level: r.rel.split('/').count() as u32,
-                profile: Some(r.profile.clone()),
-                ino: r.ino,
-                cell: None,
-                weight: 100,
-                cpuset: None,
-                steps: Vec::new(),
-            });
+            let level = r.rel.split('/').count() as u32;
+            scans.push(SessionScan::new(&r.name, r.rel.clone(), level, Some(r.profile.clone()), r.ino));
         }
         let changes = self.table.reconcile(&listing);
         for n in &changes.not_placed {
@@ -642,17 +659,7 @@ mod tests {
     }
 
     fn session(name: &str, ino: u64, cell: Option<u32>, steps: Vec<StepDir>) -> SessionScan {
-        SessionScan {
-            name: name.into(),
-            rel: format!("agentcg/{name}"),
-            level: 2,
-            profile: None,
-            ino,
-            cell,
-            weight: 100,
-            cpuset: None,
-            steps,
-        }
+        SessionScan { cell, steps, ..SessionScan::new(name, format!("agentcg/{name}"), 2, None, ino) }
     }
 
     fn step(name: &str, ino: u64, class: Option<&str>) -> StepDir {
@@ -769,5 +776,26 @@ path = "kubepods.slice/*/*"
         // a profile the policy lost: none, not another one
         s.profile = Some("gone".into());
         assert_eq!(plan(&cfg, &[s]).assign[&40].profile, 0);
+    }
+
+    #[test]
+    fn a_session_kept_on_the_fair_class_gets_no_cell() {
+        let text = "[profile.web]\nclass = \"tool\"\ncpu_mode = \"cfs\"\n[profile.chat]\nclass = \"interactive\"\n";
+        let policy = Policy::parse_str(text, "t.toml").unwrap();
+        let cfg = PlanCfg { online: set("0-7"), system_min: 2, policy: &policy, demand: None };
+        let mut a = session("a", 40, Some(1), vec![]);
+        a.profile = Some("web".into());
+        let mut b = session("b", 50, Some(2), vec![]);
+        b.profile = Some("chat".into());
+        let p = plan(&cfg, &[a.clone(), b.clone()]);
+        assert_eq!(p.fair_sessions, vec![a.rel.clone()]);
+        assert_eq!(p.assign[&40].cell, 0, "the fair session stays in the system cell");
+        assert_ne!(p.assign[&50].cell, 0, "the other one has its cell");
+        assert!(!p.cell_names.values().any(|n| n == "a"));
+        // the same session on the scx class has a cell
+        a.profile = Some("chat".into());
+        let p = plan(&cfg, &[a, b]);
+        assert!(p.fair_sessions.is_empty());
+        assert_ne!(p.assign[&40].cell, 0);
     }
 }

@@ -195,8 +195,8 @@ mknod -m 600 "$root/dev/console" c 5 1 2>/dev/null \
     || echo "run.sh: note: cannot mknod /dev/console (not root?); early init output may be lost" >&2
 mknod -m 666 "$root/dev/null" c 1 3 2>/dev/null || true
 
-echo "root:x:0:0:root:/root:/bin/sh" > "$root/etc/passwd"
-echo "root:x:0:" > "$root/etc/group"
+printf 'root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/sh\n' > "$root/etc/passwd"
+printf 'root:x:0:\nnogroup:x:65534:\n' > "$root/etc/group"
 echo "agentcg-vm" > "$root/etc/hostname"
 
 # Scenario arguments, as a sourceable `set -- 'a' 'b'` line.

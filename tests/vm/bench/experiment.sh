@@ -7,7 +7,8 @@
 #             lowers a LOW session's memory.high while it is under memory
 #             pressure and gives it back after (fair scheduler)
 #   AgentCG-CPU  scx_agentcg with cells (borrowing on) and the policy file
-#             (HIGH interactive, LOW background, weight x0.5), thrash
+#             (HIGH interactive, LOW background, weight x0.5, yielding
+#             to HIGH on a quarter of the other CPUs), thrash
 #             penalties; no memory actions
 #   AgentCG   the same with --mem-arbitration
 # REPS repetitions, arms interleaved in the same order each time. Prints
@@ -55,6 +56,7 @@ class = "interactive"
 [profile.low]
 class = "background"
 weight = 0.5
+yield_to_interactive = true
 
 [[select]]
 profile = "high"

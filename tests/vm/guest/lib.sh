@@ -93,6 +93,24 @@ finish() {
     [ "$N_FAIL" -eq 0 ] && [ "$N_PASS" -gt 0 ]
 }
 
+# chat_bg_policy FILE [PROFILE:KIND=GLOB]...: a policy file with profiles
+# chat (interactive) and bg (background; $BG_EXTRA adds lines to it) and
+# one selector per argument, e.g. chat:session=chat 'bg:path=agentcg/*/bg';
+# tables may be appended to FILE after
+chat_bg_policy() {
+    _f=$1; shift
+    printf '[profile.chat]\nclass = "interactive"\n\n[profile.bg]\nclass = "background"\n%s\n' "${BG_EXTRA:-}" > "$_f"
+    for _s in "$@"; do
+        _r=${_s#*:}
+        printf '\n[[select]]\nprofile = "%s"\n%s = "%s"\n' "${_s%%:*}" "${_r%%=*}" "${_r#*=}" >> "$_f"
+    done
+}
+
+# says TEXT STRING: TEXT contains STRING (fixed, not a pattern)
+says() { echo "$1" | grep -qF -- "$2"; }
+# refused_with RC OUTPUT STRING: a non-zero status and the message
+refused_with() { [ "$1" -ne 0 ] && echo "$2" | grep -qF -- "$3"; }
+
 # ----------------------------------------------------------------- numbers --
 
 # calc EXPR: awk arithmetic, e.g. calc "3 / 4 * 100"

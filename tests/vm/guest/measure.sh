@@ -161,6 +161,12 @@ cg_cpus_seen() {
     done | sort -n | uniq | tr '\n' ' ' | sed 's/ $//'
 }
 
+# cgroup_cfgs: how many cgroups the running scheduler has configured in
+# BPF (map_cgroup_cfgs of its stats), empty if it does not answer
+cgroup_cfgs() { stats_json /tmp/cfgs.json && sed -n 's/.*"map_cgroup_cfgs":\([0-9]*\).*/\1/p' /tmp/cfgs.json; }
+# cfgs_at_most N: that count is known and at most N
+cfgs_at_most() { _m=$(cgroup_cfgs); [ -n "$_m" ] && [ -n "$1" ] && [ "$_m" -le "$1" ]; }
+
 # in_cpulist CPU LIST: is CPU in the kernel cpulist LIST ("0-2,5")?
 in_cpulist() {
     echo "$2" | tr ',' '\n' | awk -v c="$1" -F- '{ lo = $1; hi = ($2 == "" ? $1 : $2); if (c >= lo && c <= hi) f = 1 } END { exit !f }'

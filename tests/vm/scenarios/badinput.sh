@@ -14,6 +14,8 @@ printf '[profile.a]\nclass = "tool"\n\n[[select]]\nprofile = "a"\nsession = "s_*
 printf '[profile.a\nclass = "tool"\n' > /tmp/p7.toml
 printf '[profile.a]\nclass = "tool"\n[[select]]\nprofile = "a"\n' > /tmp/p8.toml
 printf '[profile.a]\nclass = "tool"\n[[select]]\nprofile = "a"\npath = "probe"\n' > /tmp/p9.toml
+printf '[profile.web]\nclass = "tool"\ncpu_mode = "cfs"\n' > /tmp/p10.toml
+printf '[profile.web]\nclass = "tool"\ncpu_mode = "fair"\n' > /tmp/p11.toml
 
 # case ARGS... | EXPECTED-SUBSTRING   (one per line)
 while IFS='|' read -r args want; do
@@ -54,6 +56,8 @@ done <<'EOF'
 --policy /tmp/p7.toml|/tmp/p7.toml:1:
 --policy /tmp/p8.toml|/tmp/p8.toml:3: a selector needs exactly one of path, session or comm
 --policy /tmp/p9.toml|selectors only apply to the steps of sessions (under --cell-parent-cgroup, or registered
+--policy /tmp/p10.toml|profile web says cpu_mode = "cfs", which needs --partial
+--policy /tmp/p11.toml|/tmp/p11.toml:3: profile "web": unknown cpu_mode "fair"
 --no-such-flag|unexpected argument '--no-such-flag'
 EOF
 

@@ -27,20 +27,8 @@ check "the BPF delay curve matches the Rust one on every case" \
 cg_new $P/act 100 > /dev/null && cg_new $P/act/work 100 > /dev/null || fail "activity session"
 cg_new $P/s1 100 > /dev/null && cg_new $P/s1/chat 100 > /dev/null && cg_new $P/s1/bg 100 > /dev/null \
     || fail "slack session"
-cat > /tmp/mem.toml <<EOT
-[profile.chat]
-class = "interactive"
-
-[profile.bg]
-class = "background"
-
-[[select]]
-profile = "chat"
-path = "$P/*/chat"
-
-[[select]]
-profile = "bg"
-path = "$P/*/bg"
+chat_bg_policy /tmp/mem.toml "chat:path=$P/*/chat" "bg:path=$P/*/bg"
+cat >> /tmp/mem.toml <<EOT
 
 [escalation]
 throttle_full_pct = 5.0

@@ -21,7 +21,6 @@ metric() { grep -F "$2" "$1" | grep -v '^#' | head -n1 | awk '{ print $NF }'; }
 refused() { timeout 10 wget -q -O /dev/null "$URL" 2>&1 | grep -q "Connection refused"; }
 # status PATH: the HTTP status line the server answers for PATH
 status() { timeout 10 wget -S -O /dev/null "http://$ADDR$1" 2>&1 | sed -n 's/^ *\(HTTP\/[0-9.]* [0-9]*\).*/\1/p' | head -n1; }
-says() { echo "$1" | grep -q "$2"; }   # says TEXT PATTERN
 cells_up() { stats_json /tmp/s0.json && grep -q '"chat":{"borrowed_pct"' /tmp/s0.json; }
 
 # --- bad input, refused before attaching --------------------------------------
@@ -47,21 +46,7 @@ sched_stop INT > /dev/null
 P=agentcg
 cg_parent $P > /dev/null || fail "managed parent"
 for s in chat build; do cg_new "$P/$s" > /dev/null || fail "session $s"; done
-cat > /tmp/m.toml <<'EOT'
-[profile.chat]
-class = "interactive"
-
-[profile.bg]
-class = "background"
-
-[[select]]
-profile = "chat"
-session = "chat"
-
-[[select]]
-profile = "bg"
-session = "build"
-EOT
+chat_bg_policy /tmp/m.toml chat:session=chat bg:session=build
 sched_start --cell-parent-cgroup $P --policy /tmp/m.toml --mem-arbitration --metrics-addr $ADDR \
     || fail "scheduler did not start"
 check "the scheduler logs where it serves" wait_until 10 grep -q "serving Prometheus metrics on http://$ADDR/metrics" "$SCHED_LOG"

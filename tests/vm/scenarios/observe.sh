@@ -15,22 +15,10 @@ ip link set lo up || fail "loopback up"
 P=agentcg
 SOCK=/tmp/reg/registry.sock
 ADDR=127.0.0.1:9464
-says() { echo "$1" | grep -qF -- "$2"; }
-refused_with() { [ "$1" -ne 0 ] && echo "$2" | grep -qF -- "$3"; }
 cg_parent $P > /dev/null || fail "managed parent"
 for s in chat build; do cg_new $P/$s > /dev/null || fail "session $s"; done
 cg_new pods/c1 > /dev/null || fail "container cgroup"
-cat > /tmp/o.toml <<'EOT'
-[profile.chat]
-class = "interactive"
-
-[profile.bg]
-class = "background"
-
-[[select]]
-profile = "chat"
-session = "chat"
-EOT
+chat_bg_policy /tmp/o.toml chat:session=chat
 
 # --- refused: flags that change the system ----------------------------------
 for f in "--mem-arbitration" "--partial" "--timer-slack-ns 50000" "--memcg-ops on"; do

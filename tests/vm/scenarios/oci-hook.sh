@@ -1,4 +1,4 @@
-# vm: --smp 4 --mem 2G --timeout 300
+# vm: --smp 4 --mem 2G --timeout 420
 # vm-deb: bookworm runc /usr/sbin/runc
 # The OCI hook (scx_agentcg hook, src/hook.rs) under runc 1.1: a container
 # with the agentcg.io/profile annotation is registered by its poststart
@@ -7,7 +7,8 @@
 # unregisters (by hand: an entry whose cgroup still exists goes); a hook
 # that cannot reach the registry fails open (exit 0, one line naming the
 # socket; runc runs the container) and with --fail-closed fails (runc
-# refuses the container); a hook call takes well under 2 s.
+# refuses the container); a hook call takes well under 2 s; 200 containers
+# run and deleted through runc leave no registration or BPF state behind.
 . /lib/agentcg/lib.sh
 . /lib/agentcg/measure.sh
 
@@ -17,7 +18,6 @@ HOOK=/usr/bin/scx_agentcg        # where run.sh puts it in the guest
 B=/tmp/bundle
 RROOT=/tmp/runc
 reg() { scx_agentcg registry --socket $SOCK "$@"; }
-says() { echo "$1" | grep -qF -- "$2"; }   # says TEXT STRING
 # listing: the registry's list reply without whitespace; fails unless the
 # registry answered ok (so that "not listed" cannot pass on an error)
 listing() {
@@ -54,9 +54,10 @@ hook_entry() {
 # marker NAME: a poststop hook entry saving the state runc passes
 marker() { echo "{\"path\": \"/bin/sh\", \"args\": [\"sh\", \"-c\", \"cat > /tmp/$1.poststop.json\"], \"timeout\": 5}"; }
 
-# bundle NAME ANNOTATIONS POSTSTART POSTSTOP: $B/NAME/config.json, a
-# container sleeping 60 s in the cgroup /agentcg-pods/NAME (cgroupfs
-# driver: a path below the cgroup2 root) on the shared busybox rootfs
+# bundle NAME ANNOTATIONS POSTSTART POSTSTOP [SECONDS]: $B/NAME/config.json,
+# a container sleeping SECONDS (60) in the cgroup /agentcg-pods/NAME
+# (cgroupfs driver: a path below the cgroup2 root) on the shared busybox
+# rootfs
 bundle() {
     mkdir -p $B/$1 || return 1
     cat > $B/$1/config.json <<EOF
@@ -65,7 +66,7 @@ bundle() {
   "process": {
     "terminal": false,
     "user": {"uid": 0, "gid": 0},
-    "args": ["/bin/sleep", "60"],
+    "args": ["/bin/sleep", "${5:-60}"],
     "env": ["PATH=/bin"],
     "cwd": "/",
     "noNewPrivileges": true
@@ -221,6 +222,39 @@ for c in c2 c4; do
 done
 check "c2's poststop hook ran and succeeded" sh -c "grep -q '\"id\": *\"c2\"' /tmp/c2.poststop.json && ! grep -q 'error running' /tmp/c2.del"
 check_eq "no registrations left" 0 "$(n_listed)"
+
+# --- 200 containers created and deleted through runc, 4 at a time ------------
+# each sleeps 0.5 s (its poststart hook must find its process) and "runc
+# run" deletes it when it exits (poststop then); about 1.5 s each in the VM
+m0=$(cgroup_cfgs)
+nreg0=$(grep -c "registry: session cyc.* is cgroup /agentcg-pods/cyc" "$SCHED_LOG")
+cycles() {   # cycles WORKER: 50 containers one after the other
+    _i=0
+    while [ $_i -lt 50 ]; do
+        _n=cyc$1-$_i
+        bundle $_n '{"agentcg.io/profile": "bg"}' "$ON" "$(hook_entry poststop --socket $SOCK)" 0.5 \
+            && timeout 60 runc --root $RROOT run --no-pivot --bundle $B/$_n $_n < /dev/null > /tmp/cyc.$1.out 2>&1 \
+            || echo "$_n: rc=$? $(tail -n 2 /tmp/cyc.$1.out)" >> /tmp/cyc.failed
+        rm -rf "${B:?}/$_n"
+        _i=$((_i + 1))
+    done
+}
+: > /tmp/cyc.failed
+t0=$(uptime_s)
+# (wait for the workers by pid: a bare wait would wait for the scheduler too)
+workers=""
+for w in 0 1 2 3; do cycles $w & workers="$workers $!"; done
+for w in $workers; do wait $w; done
+log "200 containers run and deleted in $(calc "$(uptime_s) - $t0") s; failures: $(head -n 3 /tmp/cyc.failed)"
+check_eq "runc ran all 200" 0 "$(grep -c . /tmp/cyc.failed)"
+nreg=$(($(grep -c "registry: session cyc.* is cgroup /agentcg-pods/cyc" "$SCHED_LOG") - nreg0))
+check_eq "each was registered by its poststart hook" 200 "$nreg"
+none_listed() { [ "$(n_listed)" = 0 ]; }
+check "no registration is left" wait_until 5 none_listed
+no_cgroups_left() { ! ls -d "$(cg_path agentcg-pods)"/cyc* > /dev/null 2>&1; }
+check "runc removed their cgroups" no_cgroups_left
+check "no cgroup configuration left in BPF (cgrp_cfgs back to its count before)" wait_until 5 cfgs_at_most "$m0"
+log "cgrp_cfgs entries: $m0 before, $(cgroup_cfgs) after"
 
 check "the scheduler is still attached" sched_alive
 sched_stop INT

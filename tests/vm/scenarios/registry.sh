@@ -12,11 +12,8 @@
 
 SOCK=/tmp/reg/registry.sock
 reg() { scx_agentcg registry --socket $SOCK "$@"; }
-says() { echo "$1" | grep -qF -- "$2"; }   # says TEXT STRING
 n_listed() { reg list | tr '{' '\n' | grep -c '"id":'; }
 listed_is() { [ "$(n_listed)" = "$1" ]; }
-# refused_with RC OUTPUT STRING: a non-zero status and the message
-refused_with() { [ "$1" -ne 0 ] && echo "$2" | grep -qF -- "$3"; }
 K=kubepods.slice/kubepods-burstable.slice/pod1
 cat > /tmp/r.toml <<'EOT'
 [profile.chat]
@@ -31,6 +28,9 @@ sched_start --registry-socket $SOCK --policy /tmp/r.toml || fail "scheduler did 
 check "the log says where the registry listens" grep -q "registry: listening on $SOCK" "$SCHED_LOG"
 check_eq "the socket is root-only (0600)" 600 "$(stat -c %a $SOCK)"
 check_eq "in a directory only root enters (0700)" 700 "$(stat -c %a /tmp/reg)"
+out=$(su nobody -s /bin/sh -c "scx_agentcg registry --socket $SOCK list" 2>&1); rc=$?
+log "as nobody: rc=$rc $out"
+check "a request from a non-root user is refused" refused_with $rc "$out" "permission denied (the registry socket is root-only)"
 out=$(timeout 30 scx_agentcg --registry-socket $SOCK 2>&1); rc=$?
 log "a second scheduler on the socket: rc=$rc: $(echo "$out" | tail -n 1)"
 check "a second scheduler on the same socket is refused" refused_with $rc "$out" "another process serves there"
@@ -95,8 +95,7 @@ check "the unregistered session's cell is gone" wait_until 5 nocell
 drain_loads
 
 # --- 1,000 containers: 50 rounds of 20 created, registered, removed ----------
-stats_json /tmp/m0.json
-m0=$(sed -n 's/.*"map_cgroup_cfgs":\([0-9]*\).*/\1/p' /tmp/m0.json)
+m0=$(cgroup_cfgs)
 t0=$(uptime_s)
 i=0
 while [ $i -lt 50 ]; do
@@ -115,33 +114,46 @@ done
 log "1000 containers registered and removed in $(calc "$(uptime_s) - $t0") s"
 check "every entry went with its cgroup" wait_until 5 listed_is 0
 check_eq "the registry lists nothing" '{"ok":true,"sessions":[]}' "$(reg list)"
-settle() {
-    stats_json /tmp/m1.json
-    m1=$(sed -n 's/.*"map_cgroup_cfgs":\([0-9]*\).*/\1/p' /tmp/m1.json)
-    [ -n "$m1" ] && [ -n "$m0" ] && [ "$m1" -le "$m0" ]
-}
-check "no cgroup configuration left in BPF (cgrp_cfgs back to its count before)" wait_until 5 settle
-log "cgrp_cfgs entries: $m0 before, $m1 after"
+check "no cgroup configuration left in BPF (cgrp_cfgs back to its count before)" wait_until 5 cfgs_at_most "$m0"
+log "cgrp_cfgs entries: $m0 before, $(cgroup_cfgs) after"
 check "the scheduler is still attached" sched_alive
 sched_stop INT
 check_eq "exit status" 0 "$SCHED_RC"
 check "the socket is removed on exit" test ! -e $SOCK
 
-# --- --partial: registered sessions run on SCHED_EXT, the rest stays fair ---
+# --- --partial: registered sessions run on SCHED_EXT, the rest stays fair;
+# a profile with cpu_mode = "cfs" keeps its sessions on the fair class ------
 policy_of() { awk '/^policy/ { print $3 }' "/proc/$1/sched"; }
-cg_new $K/cri-c4 > /dev/null
+policy_is() { [ "$(policy_of "$1")" = "$2" ]; }   # policy_is PID POLICY
+cat > /tmp/rp.toml <<'EOT'
+[profile.bg]
+class = "background"
+
+[profile.web]
+class = "tool"
+cpu_mode = "cfs"
+EOT
+for c in cri-c4 cri-c5; do cg_new $K/$c > /dev/null; done
 agentcg-load spin --cgroup $K/cri-c4 --threads 1 --duration 60 > /dev/null &
 inpid=$!
+agentcg-load spin --cgroup $K/cri-c5 --threads 1 --duration 60 > /dev/null &
+webpid=$!
 cg_new outside > /dev/null
 agentcg-load spin --cgroup outside --threads 1 --duration 60 > /dev/null &
 outpid=$!
-sched_start --registry-socket $SOCK --policy /tmp/r.toml --partial || fail "partial start"
+sched_start --registry-socket $SOCK --policy /tmp/rp.toml --partial || fail "partial start"
 check_eq "--partial: nothing registered, the container's task stays fair" 0 "$(policy_of $inpid)"
 reg register --id c4 --cgroup /$K/cri-c4 --profile bg > /dev/null
-check "--partial: the registered session's task is switched to SCHED_EXT" wait_until 5 \
-    sh -c "awk '/^policy/ { exit \$3 != 7 }' /proc/$inpid/sched"
+reg register --id c5 --cgroup /$K/cri-c5 --profile web > /dev/null
+check "--partial: the registered session's task is switched to SCHED_EXT" wait_until 5 policy_is $inpid 7
 check_eq "--partial: a task outside stays on the fair class" 0 "$(policy_of $outpid)"
-kill $inpid $outpid 2>/dev/null
+check_eq "cpu_mode = cfs: the session's task stays on the fair class" 0 "$(policy_of $webpid)"
+has_cell() { stats_json /tmp/sp.json && test -n "$(cell_field /tmp/sp.json "$1" cpulist)"; }
+check "the bg session has a cell" wait_until 5 has_cell c4
+check "cpu_mode = cfs: the session has none" ! has_cell c5
+reg register --id c4 --cgroup /$K/cri-c4 --profile web > /dev/null
+check "registered again with a cfs profile, its task goes back to the fair class" wait_until 5 policy_is $inpid 0
+kill $inpid $webpid $outpid 2>/dev/null
 sched_stop INT
 check_eq "exit status (partial)" 0 "$SCHED_RC"
 check "no sched_ext errors in dmesg" ! dmesg_sched_errors
