@@ -316,8 +316,9 @@ fn memhog(c: &Common, mb: usize, threads: usize, rate_mb_s: Option<f64>) -> Resu
                 if let (0, Some(p)) = (sweeps, pace) {
                     if off % MIB == 0 {
                         let due = Duration::from_secs_f64(p * (off / MIB) as f64);
+                        // saturating: the clock moves on between the test and the sleep
                         while start.elapsed() < due && !stop.is_set() {
-                            std::thread::sleep((due - start.elapsed()).min(Duration::from_millis(10)));
+                            std::thread::sleep(due.saturating_sub(start.elapsed()).min(Duration::from_millis(10)));
                         }
                     }
                 }
