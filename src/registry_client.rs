@@ -160,21 +160,141 @@ fn connect_error(socket: &Path, e: &std::io::Error) -> anyhow::Error {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
+    use crate::registry_proto::Reply;
     use std::os::unix::net::UnixListener;
+    use std::thread::JoinHandle;
 
-    /// A fresh scratch directory for @name.
-    fn scratch(name: &str) -> PathBuf {
-        let dir = std::env::temp_dir().join(format!("agentcg-client-{name}-{}", std::process::id()));
+    /// A fresh directory for one test (of this module or src/hook.rs).
+    pub(crate) fn scratch(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("scx_agentcg-test-{}-{name}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
         dir
     }
 
+    /// A registry stand-in: accepts one connection, reads one line, answers
+    /// @reply and returns the line it read.
+    pub(crate) fn serve_one(listener: UnixListener, reply: &'static str) -> JoinHandle<String> {
+        std::thread::spawn(move || {
+            let (conn, _) = listener.accept().unwrap();
+            let mut line = String::new();
+            BufReader::new(&conn).read_line(&mut line).unwrap();
+            (&conn).write_all(reply.as_bytes()).unwrap();
+            line
+        })
+    }
+
+    #[test]
+    fn send_writes_one_line_and_reads_the_reply() {
+        let dir = scratch("send");
+        let sock = dir.join("reg.sock");
+        let server = serve_one(
+            UnixListener::bind(&sock).unwrap(),
+            "{\"ok\":true,\"removed\":true}\n",
+        );
+        let req = Request::Register {
+            id: "c1".into(),
+            cgroup: "/agentcg-pods/c1".into(),
+            profile: "bg".into(),
+            session: Some("pod-a".into()),
+            labels: [("agentcg.io/profile".to_string(), "bg".to_string())].into(),
+        };
+        let reply = send(&sock, &req, Duration::from_secs(5)).unwrap();
+        assert_eq!(
+            reply,
+            Reply {
+                ok: true,
+                removed: Some(true),
+                ..Default::default()
+            }
+        );
+        let line = server.join().unwrap();
+        assert_eq!(line, format!("{}\n", serde_json::to_string(&req).unwrap()));
+        assert_eq!(serde_json::from_str::<Request>(&line).unwrap(), req);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn send_reports_bad_replies() {
+        let dir = scratch("send-bad");
+        for (i, (reply, want)) in [
+            ("", "closed the connection without a reply"),
+            ("{\"ok\":true}", "cut short"),
+            ("hello\n", "invalid reply"),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let sock = dir.join(format!("reg{i}.sock"));
+            let server = serve_one(UnixListener::bind(&sock).unwrap(), reply);
+            let e = format!(
+                "{:#}",
+                send(&sock, &Request::List, Duration::from_secs(5)).unwrap_err()
+            );
+            assert!(e.contains(want), "{reply:?}: {e}");
+            server.join().unwrap();
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn send_gives_up_when_the_registry_does_not_answer() {
+        let dir = scratch("send-silent");
+        let sock = dir.join("reg.sock");
+        let listener = UnixListener::bind(&sock).unwrap();
+        let server = std::thread::spawn(move || {
+            let (mut conn, _) = listener.accept().unwrap();
+            let mut all = Vec::new();
+            // until the client gives up and closes
+            let _ = conn.read_to_end(&mut all);
+        });
+        let t0 = Instant::now();
+        let e = format!(
+            "{:#}",
+            send(&sock, &Request::List, Duration::from_millis(300)).unwrap_err()
+        );
+        assert!(e.contains("no answer within 300 ms"), "{e}");
+        assert!(
+            t0.elapsed() < Duration::from_secs(3),
+            "took {:?}",
+            t0.elapsed()
+        );
+        server.join().unwrap();
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn send_to_a_missing_or_stale_socket_says_what_to_do() {
+        let dir = scratch("send-missing");
+        let sock = dir.join("none.sock");
+        let e = format!(
+            "{:#}",
+            send(&sock, &Request::List, Duration::from_secs(1)).unwrap_err()
+        );
+        assert!(e.contains(&sock.display().to_string()), "{e}");
+        assert!(
+            e.contains("the scheduler is not running with --registry-socket"),
+            "{e}"
+        );
+        // a socket nobody listens on any more
+        let stale = dir.join("stale.sock");
+        drop(UnixListener::bind(&stale).unwrap());
+        let e = format!(
+            "{:#}",
+            send(&stale, &Request::List, Duration::from_secs(1)).unwrap_err()
+        );
+        assert!(
+            e.contains("nothing listens there") && e.contains("--registry-socket"),
+            "{e}"
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
     #[test]
     fn one_connection_serves_many_requests() {
-        let dir = scratch("many");
+        let dir = scratch("client-many");
         let sock = dir.join("r.sock");
         let listener = UnixListener::bind(&sock).unwrap();
         let server = std::thread::spawn(move || {
@@ -202,7 +322,7 @@ mod tests {
 
     #[test]
     fn an_oversized_request_is_refused_before_it_is_sent() {
-        let dir = scratch("big");
+        let dir = scratch("client-big");
         let sock = dir.join("r.sock");
         let _listener = UnixListener::bind(&sock).unwrap();
         let mut c = Client::connect(&sock, Duration::from_secs(1)).unwrap();
